@@ -1,0 +1,184 @@
+"""Built-in evaluators: cross-modal retrieval, zero-shot classification and per-modality kNN.
+
+Every evaluator is a function ``(EmbeddedSplit) -> dict[str, float]``. Search is exact cosine search with faiss
+(``IndexFlatIP`` on L2-normalised float32 vectors), in query chunks, so memory stays at ``chunk x N``, never
+``N x N``. Pairs are split into *trained* (aligned directly by the anchor strategy) and *emergent* (never trained
+together); both averages are reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import attrs
+
+from ..contracts import Component
+from ..hookspecs import hookimpl
+
+
+def _flat_index(vectors):
+    import faiss
+    import numpy as np
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    return index
+
+
+def ranks_of_positives(queries, gallery, chunk_size: int = 4096):
+    """1-based rank of ``gallery[i]`` among all gallery items for ``queries[i]`` (``[n, d]`` each) -> ``[n]``.
+
+    Ties count in the query's favour. Computed in query chunks: peak memory ``chunk_size x n``.
+    """
+    import numpy as np
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    ranks = np.empty(len(queries), dtype=np.int64)
+    for start in range(0, len(queries), chunk_size):
+        q = queries[start:start + chunk_size]
+        scores = q @ gallery.T
+        positive = np.einsum("ij,ij->i", q, gallery[start:start + len(q)])
+        ranks[start:start + len(q)] = 1 + (scores > positive[:, None]).sum(1)
+    return ranks
+
+
+def _pair_kind(a: str, b: str, trained: frozenset) -> str:
+    return "trained" if frozenset((a, b)) in trained else "emergent"
+
+
+def _summarise(metrics: dict, per_pair: dict, prefix: str, split) -> None:
+    """Add ``<prefix>/<trained|emergent>/<metric>`` means over ordered pairs."""
+    groups: dict = {}
+    for (a, b), values in per_pair.items():
+        for key, value in values.items():
+            groups.setdefault((_pair_kind(a, b, split.trained_pairs), key), []).append(value)
+    for (kind, key), values in sorted(groups.items()):
+        metrics[f"{prefix}/{kind}/{key}"] = float(sum(values) / len(values))
+
+
+@attrs.frozen
+class RetrievalConfig:
+    """``ks``: the K of Recall@K; ``chunk_size``: queries searched at once."""
+
+    ks: list[int] = attrs.field(factory=lambda: [1, 5, 10])
+    chunk_size: int = attrs.field(default=4096, validator=attrs.validators.gt(0))
+
+
+def retrieval(split, config: RetrievalConfig = RetrievalConfig()) -> dict:
+    """Recall@K and mean rank for every ordered pair ``query -> gallery`` on the samples having both.
+
+    The gallery holds the gallery-modality embeddings of those samples; query ``i``'s true partner is gallery
+    item ``i``. Chance Recall@1 is ``1 / n``.
+    """
+    import numpy as np
+
+    metrics, per_pair = {}, {}
+    k_max = max(config.ks)
+    for q, g in itertools.permutations(split.modalities, 2):
+        rows = split.present[q] & split.present[g]
+        n = int(rows.sum())
+        if n == 0:
+            continue
+        queries, gallery = split.z[q][rows], split.z[g][rows]
+        index = _flat_index(gallery)
+        hits = np.zeros(len(config.ks))
+        for start in range(0, n, config.chunk_size):
+            chunk = np.ascontiguousarray(queries[start:start + config.chunk_size], dtype=np.float32)
+            _, found = index.search(chunk, min(k_max, n))
+            truth = np.arange(start, start + len(chunk))[:, None]
+            for j, k in enumerate(config.ks):
+                hits[j] += (found[:, :k] == truth).any(1).sum()
+        values = {f"R@{k}": float(hits[j] / n) for j, k in enumerate(config.ks)}
+        values["mean_rank"] = float(ranks_of_positives(queries, gallery, config.chunk_size).mean())
+        per_pair[q, g] = values
+        metrics.update({f"retrieval/{q}->{g}/{key}": value for key, value in values.items()})
+    _summarise(metrics, per_pair, "retrieval", split)
+    return metrics
+
+
+def class_prototypes(z, labels, num_classes: int):
+    """Mean embedding per class, re-normalised: ``[N, d], [N] -> [num_classes, d]`` (zeros for absent classes)."""
+    import numpy as np
+
+    protos = np.zeros((num_classes, z.shape[1]), dtype=np.float32)
+    np.add.at(protos, labels, z)
+    norms = np.linalg.norm(protos, axis=1, keepdims=True)
+    return protos / np.maximum(norms, 1e-12)
+
+
+@attrs.frozen
+class ZeroShotConfig:
+    """No settings: prototypes come from the reference (training) split, or the test split when there is none."""
+
+
+def zero_shot(split, config: ZeroShotConfig = ZeroShotConfig()) -> dict:
+    """Accuracy of classifying modality ``q``'s test samples by the nearest class prototype of modality ``p``.
+
+    Metric ``zero_shot/<q>-><p>/acc``; chance is ``1 / num_classes``.
+    """
+    import numpy as np
+
+    if split.labels is None:
+        return {}
+    source = split.reference if split.reference is not None else split
+    num_classes = int(max(split.labels.max(), source.labels.max())) + 1
+    metrics, per_pair = {}, {}
+    for q, p in itertools.permutations(split.modalities, 2):
+        ref_rows = source.present[p]
+        rows = split.present[q]
+        if not ref_rows.any() or not rows.any():
+            continue
+        protos = class_prototypes(source.z[p][ref_rows], source.labels[ref_rows], num_classes)
+        predicted = (split.z[q][rows] @ protos.T).argmax(1)
+        accuracy = float(np.mean(predicted == split.labels[rows]))
+        per_pair[q, p] = {"acc": accuracy}
+        metrics[f"zero_shot/{q}->{p}/acc"] = accuracy
+    _summarise(metrics, per_pair, "zero_shot", split)
+    return metrics
+
+
+@attrs.frozen
+class KNNConfig:
+    """``k``: neighbours voting (cosine similarity, majority vote)."""
+
+    k: int = attrs.field(default=10, validator=attrs.validators.gt(0))
+
+
+def knn(split, config: KNNConfig = KNNConfig()) -> dict:
+    """Per-modality kNN accuracy: each test sample of ``m`` votes among its ``k`` nearest reference samples of
+    ``m``. Measures how much class information a modality's embedding keeps. Metric ``knn/<m>/acc``."""
+    import numpy as np
+
+    if split.labels is None or split.reference is None:
+        return {}
+    metrics = {}
+    for m in split.modalities:
+        ref_rows, rows = split.reference.present[m], split.present[m]
+        if not ref_rows.any() or not rows.any():
+            continue
+        index = _flat_index(split.reference.z[m][ref_rows])
+        _, found = index.search(np.ascontiguousarray(split.z[m][rows], dtype=np.float32), min(config.k, index.ntotal))
+        votes = split.reference.labels[ref_rows][found]
+        predicted = np.array([np.bincount(v).argmax() for v in votes])
+        metrics[f"knn/{m}/acc"] = float(np.mean(predicted == split.labels[rows]))
+    if metrics:
+        metrics["knn/mean/acc"] = float(np.mean(list(metrics.values())))
+    return metrics
+
+
+def _evaluator(function):
+    def build(config, context=None):
+        return lambda split: function(split, config)
+
+    return build
+
+
+@hookimpl
+def mmcore_evaluators():
+    return [
+        Component("retrieval", RetrievalConfig, _evaluator(retrieval), "Recall@K and mean rank, every modality pair"),
+        Component("zero_shot", ZeroShotConfig, _evaluator(zero_shot), "nearest class prototype of another modality"),
+        Component("knn", KNNConfig, _evaluator(knn), "per-modality kNN accuracy against the training split"),
+    ]

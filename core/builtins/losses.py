@@ -1,0 +1,90 @@
+"""Built-in loss: InfoNCE with a learnable, clamped temperature.
+
+A loss is row-wise: ``rows(query, candidates, targets, ...)`` returns the loss of each query row against the whole
+candidate pool, ``[n]``. The runner pairs the two directions of a symmetric term, drops masked rows, gathers the
+candidates of every rank and averages; a loss never re-implements any of that.
+"""
+
+import functools
+import math
+
+import attrs
+
+from ..contracts import Component
+from ..hookspecs import hookimpl
+
+
+def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None, candidate_valid=None):
+    """Per-row InfoNCE: ``-log softmax_j(s * q_i . c_j)[targets_i]`` over the allowed candidates ``j``.
+
+    query:            ``[n, d]``
+    candidates:       ``[N, d]``
+    targets:          ``[n]`` long, column of each row's positive in ``candidates``
+    logit_scale:      scalar tensor ``s`` (1 / temperature)
+    candidate_labels: optional ``[N]`` long per-candidate modality ids: row ``i`` only competes against candidates
+                      whose label equals its positive's label (MAMCL); the ``[n, N]`` mask is built here, never
+                      passed in
+    candidate_valid:  optional ``[N]`` bool; invalid candidates are never negatives
+    Returns ``[n]``. A row's own positive is always kept, so every row is finite.
+    """
+    import torch
+
+    logits = logit_scale * (query @ candidates.T)
+    allowed = None
+    if candidate_valid is not None:
+        allowed = candidate_valid[None, :].expand_as(logits)
+    if candidate_labels is not None:
+        same = candidate_labels[None, :] == candidate_labels[targets][:, None]
+        allowed = same if allowed is None else allowed & same
+    if allowed is not None:
+        is_target = torch.zeros_like(logits, dtype=torch.bool)
+        is_target[torch.arange(len(targets), device=targets.device), targets] = True
+        logits = logits.masked_fill(~(allowed | is_target), float("-inf"))
+    positive = logits.gather(1, targets[:, None]).squeeze(1)
+    return torch.logsumexp(logits, dim=1) - positive
+
+
+@attrs.frozen
+class InfoNCEConfig:
+    """``temperature``: initial (or fixed) temperature; ``learnable``: train it; ``max_logit_scale``: clamp on
+    ``1 / temperature`` (100 as in CLIP and ImageBind)."""
+
+    temperature: float = attrs.field(default=0.07, validator=attrs.validators.gt(0.0))
+    learnable: bool = True
+    max_logit_scale: float = attrs.field(default=100.0, validator=attrs.validators.gt(0.0))
+
+
+@functools.cache
+def _make_infonce_module():
+    import torch
+    from torch import nn
+
+    class InfoNCE(nn.Module):
+        """Symmetric InfoNCE (the runner applies both directions). Owns the log logit scale."""
+
+        def __init__(self, config: InfoNCEConfig):
+            super().__init__()
+            init = torch.tensor(math.log(1.0 / config.temperature))
+            if config.learnable:
+                self.log_logit_scale = nn.Parameter(init)
+            else:
+                self.register_buffer("log_logit_scale", init)
+            self.max_log_scale = math.log(config.max_logit_scale)
+
+        @property
+        def logit_scale(self):
+            return self.log_logit_scale.clamp(max=self.max_log_scale).exp()
+
+        def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward"):
+            return info_nce_rows(query, candidates, targets, self.logit_scale, candidate_labels, candidate_valid)
+
+    return InfoNCE
+
+
+def build_infonce(config: InfoNCEConfig, context):
+    return _make_infonce_module()(config)
+
+
+@hookimpl
+def mmcore_losses():
+    return [Component("infonce", InfoNCEConfig, build_infonce, "symmetric InfoNCE, learnable clamped temperature")]

@@ -1,0 +1,165 @@
+"""The ``mmcore`` command line. torch and Lightning are imported only by the commands that need them.
+
+Exit status: 0 success, 1 a failure while running, 2 bad input (invalid recipe, unknown component, a run directory
+that already exists). Nothing is written for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _error(message: str) -> int:
+    print(f"mmcore: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _load(args):
+    from .recipe import load_recipe
+
+    return load_recipe(args.recipe, args.set)
+
+
+def cmd_run(args) -> int:
+    from .recipe import RecipeError
+    from .runner import RunDirectoryExists, assemble, make_run_dir, train
+
+    try:
+        recipe, sources = _load(args)
+        built = assemble(recipe)  # every component is built (and checked) before anything is written
+        run_dir = make_run_dir(recipe, args.out, args.overwrite)
+    except (RecipeError, RunDirectoryExists) as exc:
+        return _error(str(exc))
+    print(f"mmcore: run directory {run_dir}", file=sys.stderr)
+    metrics = train(recipe, sources, run_dir, module_data=built)
+    _print_metrics(metrics, args.all_metrics)
+    print(f"mmcore: wrote {run_dir / 'metrics.json'}; watch with: tensorboard --logdir {run_dir}", file=sys.stderr)
+    return 0
+
+
+def _print_metrics(metrics: dict, everything: bool = False) -> None:
+    shown = {k: v for k, v in metrics.items() if everything or "/trained/" in k or "/emergent/" in k
+             or k.startswith("knn/mean")}
+    width = max((len(k) for k in shown), default=0)
+    for key, value in sorted(shown.items()):
+        print(f"{key:<{width}}  {value:.4f}")
+
+
+def cmd_validate(args) -> int:
+    from .recipe import RecipeError
+    from .runner import assemble
+
+    try:
+        recipe, _ = _load(args)
+        assemble(recipe)
+    except RecipeError as exc:
+        return _error(str(exc))
+    print(f"{args.recipe}: ok ({recipe.anchor.name}, {len(recipe.encoders)} modalities: "
+          f"{', '.join(recipe.modalities)})")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .recipe import RecipeError, dump_toml, recipe_to_dict
+
+    try:
+        recipe, sources = _load(args)
+    except RecipeError as exc:
+        return _error(str(exc))
+    print("# resolved from: " + " -> ".join(str(s) for s in sources))
+    print(dump_toml(recipe_to_dict(recipe)), end="")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    import attrs
+
+    from .contracts import KINDS
+    from .registry import get_registry
+
+    registry = get_registry()
+    if args.json:
+        print(json.dumps([attrs.asdict(p) for p in registry.plugins], indent=2))
+        return 0
+    if args.requirements:
+        for p in registry.plugins:
+            name = "mmcore-framework" if p.distribution == "mmcore" else p.distribution
+            print(f"{name}=={p.version}")
+        return 0
+    for p in registry.plugins:
+        label = f"{p.distribution} {p.version}" + (" (built-in)" if p.entry_point == "(built-in)" else "")
+        print(label)
+        if p.entry_point != "(built-in)":
+            print(f"  entry point: {p.entry_point}")
+        if p.error:
+            print(f"  ERROR: {p.error}")
+        for kind in KINDS:
+            if p.components.get(kind):
+                print(f"  {kind.replace('_', ' ')}: {', '.join(sorted(p.components[kind]))}")
+    for (kind, name), dists in sorted(registry.conflicts.items()):
+        print(f"CONFLICT: {kind.replace('_', ' ')} {name!r} is provided by {' and '.join(dists)}; it is disabled")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .recipe import RecipeError
+    from .runner import evaluate_run
+
+    try:
+        metrics = evaluate_run(Path(args.run_dir), checkpoint=args.checkpoint)
+    except (RecipeError, FileNotFoundError) as exc:
+        return _error(str(exc))
+    if args.json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+    else:
+        _print_metrics(metrics, everything=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmcore", description="Train and evaluate unified multimodal embedding spaces from TOML recipes.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def recipe_command(name: str, help_text: str):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("recipe", help="recipe file (TOML)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe value, e.g. --set trainer.max_epochs=3 (repeatable; VALUE is TOML)")
+        return p
+
+    p = recipe_command("run", "train a recipe, evaluate it and write a run directory")
+    p.add_argument("--out", help="run directory (default: <output_dir>/<recipe name>-<n>, always fresh)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a run")
+    p.add_argument("--all-metrics", action="store_true", help="print every metric, not only the summaries")
+    p.set_defaults(func=cmd_run)
+
+    recipe_command("validate", "check a recipe (and build its components) without training").set_defaults(
+        func=cmd_validate)
+    recipe_command("show", "print the fully resolved recipe (extends and --set applied)").set_defaults(func=cmd_show)
+
+    p = sub.add_parser("plugins", help="list installed plugin distributions and their components")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--requirements", action="store_true", help="print name==version lines")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("eval", help="re-run a trained run's evaluators on its checkpoint")
+    p.add_argument("run_dir", help="a run directory written by `mmcore run`")
+    p.add_argument("--checkpoint", default="last.ckpt", help="file name under RUN_DIR/checkpoints")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

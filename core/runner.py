@@ -1,0 +1,458 @@
+"""The runner: assemble a recipe's components into a Lightning module and data module, train, evaluate, record.
+
+Lightning owns the loop, devices (``accelerator = "auto"``), DDP, checkpoints, progress bars and logging. mmcore
+owns one piece of math here, :func:`term_loss`: a contrastive term over the *global* batch. Each rank
+scores its own query rows against the candidates gathered from every rank (gathered with gradients), so the loss
+and the gradients equal those of one process holding the whole batch.
+
+A run directory holds ``recipe.toml`` (resolved), ``sources/`` (the files of the extends chain), ``plugins.json``,
+``environment.json``, ``metrics.json``, ``checkpoints/`` and ``tb/`` (TensorBoard events). It is never reused
+silently.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import attrs
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset, default_collate
+
+from .contracts import AnchorContext, Batch, ConfigError, EmbeddedSplit, EncoderContext, LossContext
+from .data import collate as batched_collate
+from .recipe import Recipe, RecipeError, dump_toml, recipe_to_dict
+from .registry import Registry, get_registry
+
+REFERENCE_SIZE = 5000
+"""How many training samples are embedded as the evaluators' reference set (prototypes, kNN)."""
+
+
+class RunDirectoryExists(Exception):
+    """The requested run directory already holds a run."""
+
+
+# ------------------------------------------------------------------------------------------ distributed
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (``[n, ...]``, same shape on every rank) from all ranks -> ``[world * n, ...]``.
+
+    Gradients flow back to the rank that produced each row (the backward sums the incoming gradients across
+    ranks). The identity when not distributed.
+    """
+    world, _ = _world()
+    if world == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Like :func:`gather_with_grad` for masks and labels."""
+    world, _ = _world()
+    if world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    torch.distributed.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    world, _ = _world()
+    if world == 1:
+        return x
+    x = x.clone()
+    torch.distributed.all_reduce(x)
+    return x
+
+
+def term_loss(loss: nn.Module, term) -> torch.Tensor:
+    """Mean contrastive loss of one :class:`AlignmentTerm` over the global batch's valid rows.
+
+    Each rank scores its own query rows against the candidates of every rank. Rank ``r`` returns
+    ``world * (sum of its rows' losses) / (number of valid rows on all ranks)``: the gather's backward sums
+    gradients over ranks and DDP averages them, so the update equals the single-process gradient of the global
+    mean. Symmetric terms average the query->key and key->query directions.
+    """
+    world, rank = _world()
+    mask = term.mask.bool()
+    n = mask.shape[0]
+    targets = torch.arange(n, device=mask.device) + rank * n
+    mask_all = gather_no_grad(mask)
+    q_labels = None if term.query_labels is None else gather_no_grad(term.query_labels)
+    k_labels = None if term.key_labels is None else gather_no_grad(term.key_labels)
+    rows = loss.rows(term.query, gather_with_grad(term.key), targets, k_labels, mask_all, "forward")
+    total = torch.where(mask, rows, 0.0).sum()
+    if term.symmetric:
+        back = loss.rows(term.key, gather_with_grad(term.query), targets, q_labels, mask_all, "reverse")
+        total = (total + torch.where(mask, back, 0.0).sum()) / 2
+    count = sum_over_ranks(mask.sum().to(rows.dtype)).clamp_min(1.0)
+    return total * world / count
+
+
+# ------------------------------------------------------------------------------------------ the module
+
+
+class BindingModule(L.LightningModule):
+    """Encoders per modality, an anchor strategy and a loss, trained as one LightningModule.
+
+    Every learnable thing (encoders, the loss's temperature, the strategy's own parameters) is a submodule, so it is
+    optimised and checkpointed.
+    """
+
+    def __init__(self, recipe: Recipe, encoders: dict, loss: nn.Module, evaluators: list, observed_pairs: frozenset,
+                 class_names: tuple = ()):
+        super().__init__()
+        self.recipe = recipe
+        self.encoders = nn.ModuleDict(encoders)
+        self.loss = loss
+        self.strategy: nn.Module | None = None
+        self.evaluators = evaluators
+        self.observed_pairs = observed_pairs
+        self.class_names = class_names
+        self.test_metrics: dict = {}
+        self._collected: dict = {}
+        for modality, section in recipe.encoders.items():
+            if section.frozen:
+                self.encoders[modality].requires_grad_(False)
+
+    # -- the math -----------------------------------------------------------------------------------------
+
+    def embed(self, batch: Batch) -> dict:
+        """``{m: [B, d]}`` L2-normalised embeddings (rows of absent samples are meaningless; see ``present``)."""
+        return {m: F.normalize(self.encoders[m](batch.inputs[m]), dim=-1) for m in self.encoders}
+
+    def objective(self, batch: Batch) -> dict:
+        """All weighted loss terms of a batch: ``{term name: scalar}`` (their sum is what is minimised)."""
+        z = self.embed(batch)
+        alignment = self.strategy(z, batch.present, batch)
+        losses = {term.name: term.weight * term_loss(self.loss, term) for term in alignment.terms}
+        for name, value in alignment.aux_losses.items():
+            losses[name] = value
+        return losses
+
+    # -- Lightning hooks ----------------------------------------------------------------------------------
+
+    def _step(self, data: dict, stage: str) -> torch.Tensor:
+        batch = Batch.from_collated(data)
+        losses = self.objective(batch)
+        total = torch.stack(list(losses.values())).sum()
+        on_step = stage == "train"
+        size = batch.size
+        self.log_dict({f"{stage}/loss/{k}": v.detach() for k, v in losses.items()}, on_step=on_step,
+                      on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
+        self.log(f"{stage}/loss", total.detach(), on_step=on_step, on_epoch=not on_step, prog_bar=True,
+                 batch_size=size, sync_dist=not on_step)
+        return total
+
+    def training_step(self, data, batch_idx):
+        total = self._step(data, "train")
+        self.log("train/temperature", 1.0 / self.loss.logit_scale.detach(), on_step=True, batch_size=1)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=1)
+        return total
+
+    def validation_step(self, data, batch_idx):
+        self._step(data, "val")
+
+    def on_test_epoch_start(self):
+        self._collected = {}
+
+    def test_step(self, data, batch_idx, dataloader_idx: int = 0):
+        batch = Batch.from_collated(data)
+        z = self.embed(batch)
+        store = self._collected.setdefault(dataloader_idx, {"z": {}, "present": {}, "labels": [], "ids": []})
+        for m in z:
+            store["z"].setdefault(m, []).append(z[m].float())
+            store["present"].setdefault(m, []).append(batch.present[m])
+        if batch.labels is not None:
+            store["labels"].append(batch.labels)
+        store["ids"].append(batch.ids)
+
+    def _embedded(self, store: dict) -> EmbeddedSplit:
+        def merged(parts):
+            local = torch.cat(parts)
+            local = local.to(torch.uint8) if local.dtype == torch.bool else local
+            return self.all_gather(local).reshape(-1, *local.shape[1:]).cpu().numpy()
+
+        ids = merged(store["ids"])
+        _, first = np.unique(ids, return_index=True)  # DistributedSampler pads with repeats: keep one of each
+        first = np.sort(first)
+        return EmbeddedSplit(
+            z={m: merged(v)[first].astype(np.float32) for m, v in store["z"].items()},
+            present={m: merged(v)[first].astype(bool) for m, v in store["present"].items()},
+            labels=merged(store["labels"])[first] if store["labels"] else None,
+            trained_pairs=self.trained_pairs,
+            class_names=self.class_names,
+        )
+
+    @property
+    def trained_pairs(self) -> frozenset:
+        pairs = getattr(self.strategy, "trained_pairs", None)
+        return frozenset(pairs(self.observed_pairs)) if callable(pairs) else self.observed_pairs
+
+    def on_test_epoch_end(self):
+        split = self._embedded(self._collected[0])
+        if 1 in self._collected:
+            split = attrs.evolve(split, reference=self._embedded(self._collected[1]))
+        metrics = {}
+        for evaluate in self.evaluators:
+            metrics.update(evaluate(split))
+        self.test_metrics = metrics
+        self.test_split = split
+        for key, value in metrics.items():
+            self.log(f"test/{key}", value, rank_zero_only=True)
+
+    def configure_optimizers(self):
+        settings = self.recipe.optimizer
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": settings.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        if settings.name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9)
+        else:
+            cls = torch.optim.AdamW if settings.name == "adamw" else torch.optim.Adam
+            optimizer = cls(groups, lr=settings.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = settings.warmup_steps
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if settings.schedule == "constant":
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + float(np.cos(np.pi * progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class BindingData(L.LightningDataModule):
+    """Train/val/test loaders over a dataset's splits; the test stage also embeds a training subset as reference."""
+
+    def __init__(self, splits, batch_size: int, num_workers: int = 0):
+        super().__init__()
+        self.splits = splits
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    def _loader(self, dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
+        batched = hasattr(dataset, "__getitems__") and (
+            not isinstance(dataset, Subset) or hasattr(dataset.dataset, "__getitems__"))
+        return DataLoader(
+            dataset,
+            batch_size=min(self.batch_size, len(dataset)),
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=batched_collate if batched else default_collate,
+        )
+
+    def train_dataloader(self):
+        # drop_last keeps every rank's batch the same shape, which the cross-rank gather needs
+        return self._loader(self.splits.train, shuffle=True, drop_last=True)
+
+    def val_dataloader(self):
+        return self._loader(self.splits.val, shuffle=False)
+
+    def test_dataloader(self):
+        reference = Subset(self.splits.train, range(min(REFERENCE_SIZE, len(self.splits.train))))
+        return [self._loader(self.splits.test, shuffle=False), self._loader(reference, shuffle=False)]
+
+
+# ------------------------------------------------------------------------------------------ assembling
+
+
+def _build(component, config, context, path: str):
+    try:
+        return component.build(config, context)
+    except ConfigError as exc:
+        raise RecipeError([f"{path}.{exc.field}: {exc}"]) from exc
+
+
+def assemble(recipe: Recipe, registry: Registry | None = None) -> tuple[BindingModule, BindingData]:
+    """Build every component of a recipe. Raises RecipeError for settings that are invalid in context (an anchor
+    modality without an encoder, a modality the dataset lacks, ...)."""
+    registry = registry or get_registry()
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    splits = _build(registry.get("datasets", recipe.dataset.name), recipe.dataset.config, None, "dataset")
+    problems = [
+        f"encoders.{m}: the dataset {recipe.dataset.name!r} has no modality {m!r}; it has: "
+        + ", ".join(splits.input_dims)
+        for m in recipe.encoders if m not in splits.input_dims
+    ]
+    if problems:
+        raise RecipeError(problems)
+    modalities = recipe.modalities
+    observed = frozenset(p for p in splits.observed_pairs if p <= set(modalities))
+
+    encoders = {}
+    for m, section in recipe.encoders.items():
+        context = EncoderContext(m, splits.input_dims[m], recipe.embed_dim)
+        encoders[m] = _build(registry.get("encoders", section.name), section.config, context, f"encoders.{m}")
+    loss = _build(registry.get("losses", recipe.loss.name), recipe.loss.config, LossContext(recipe.embed_dim), "loss")
+    evaluators = [
+        _build(registry.get("evaluators", e.name), e.config, None, f"evaluators[{i}]")
+        for i, e in enumerate(recipe.evaluators)
+    ]
+    module = BindingModule(recipe, encoders, loss, evaluators, observed, splits.class_names)
+    anchor_context = AnchorContext(modalities, observed, recipe.embed_dim, functools.partial(term_loss, module.loss))
+    module.strategy = _build(registry.get("anchor_strategies", recipe.anchor.name), recipe.anchor.config,
+                             anchor_context, "anchor")
+    if recipe.trainer.compile:
+        for m in list(module.encoders):
+            module.encoders[m] = torch.compile(module.encoders[m])
+    return module, BindingData(splits, recipe.trainer.batch_size, recipe.trainer.num_workers)
+
+
+# ------------------------------------------------------------------------------------------ run directories
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader (or a kill) never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def make_run_dir(recipe: Recipe, out: str | Path | None = None, overwrite: bool = False) -> Path:
+    """A fresh run directory: ``--out DIR`` (refused if it holds anything, unless ``overwrite``), else the first
+    free ``<output_dir>/<recipe name>-<n>``."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            if not overwrite:
+                raise RunDirectoryExists(
+                    f"{path} already exists and is not empty; pass --overwrite to replace it, or choose another --out")
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    base = Path(recipe.output_dir)
+    base.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = base / f"{recipe.name}-{n}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def environment_record() -> dict:
+    import lightning
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "argv": sys.argv,
+    }
+
+
+def plugins_record(registry: Registry) -> list:
+    return [attrs.asdict(p) for p in registry.plugins]
+
+
+def _flatten(data, prefix: str = "") -> dict:
+    out = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+    elif isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        for i, value in enumerate(data):
+            out.update(_flatten(value, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = data if isinstance(data, (int, float, str, bool)) else str(data)
+    return out
+
+
+def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    t = recipe.trainer
+    interactive = sys.stdout.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="epoch{epoch}-step{step}", auto_insert_metric_name=False,
+        monitor="val/loss", mode="min", save_top_k=1, save_last=True,
+    )
+    options = dict(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        log_every_n_steps=t.log_every_n_steps,
+        gradient_clip_val=t.gradient_clip_val or None,
+        deterministic=t.deterministic,
+        logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False),
+        callbacks=[checkpoint],
+        default_root_dir=str(run_dir),
+        enable_progress_bar=interactive,
+        enable_model_summary=interactive,
+    )
+    options.update(overrides)
+    return L.Trainer(**options)
+
+
+def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | None = None,
+          module_data: tuple | None = None) -> dict:
+    """Train and evaluate a recipe into ``run_dir`` (already created). Returns the test metrics."""
+    registry = registry or get_registry()
+    module, data = module_data or assemble(recipe, registry)
+    write_atomic(run_dir / "recipe.toml", dump_toml(recipe_to_dict(recipe)))
+    (run_dir / "sources").mkdir(exist_ok=True)
+    for i, source in enumerate(sources):
+        shutil.copyfile(source, run_dir / "sources" / f"{i}-{Path(source).name}")
+    write_atomic(run_dir / "plugins.json", json.dumps(plugins_record(registry), indent=2))
+    write_atomic(run_dir / "environment.json", json.dumps(environment_record(), indent=2))
+
+    trainer = make_trainer(recipe, run_dir)
+    trainer.fit(module, datamodule=data)
+    trainer.test(module, datamodule=data, verbose=False)
+    metrics = module.test_metrics
+    if trainer.is_global_zero:
+        write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        trainer.logger.log_hyperparams(_flatten(recipe_to_dict(recipe)),
+                                       metrics={f"test/{k}": v for k, v in metrics.items()})
+        trainer.logger.finalize("success")
+    return metrics
+
+
+def evaluate_run(run_dir: Path, registry: Registry | None = None, checkpoint: str = "last.ckpt") -> dict:
+    """Re-run a trained run's evaluators on its checkpoint. Returns the metrics (nothing in the run is changed)."""
+    from .recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoints" / checkpoint
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no checkpoint {ckpt}; is {run_dir} a finished mmcore run?")
+    recipe, _ = load_recipe(run_dir / "recipe.toml", registry=registry)
+    module, data = assemble(recipe, registry)
+    trainer = make_trainer(recipe, run_dir, logger=False, callbacks=[])
+    trainer.test(module, datamodule=data, ckpt_path=str(ckpt), verbose=False, weights_only=True)
+    return module.test_metrics

@@ -1,0 +1,78 @@
+"""`mmcore run` end to end: run directory contents, TensorBoard events, fresh directories, `eval`, `show`."""
+
+import json
+
+import pytest
+
+from conftest import RECIPES, TINY, run_cli
+
+try:
+    import tomllib
+except ModuleNotFoundError:
+    import tomli as tomllib
+
+
+def _set(overrides):
+    return [x for o in overrides for x in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("e2e")
+    proc = run_cli("run", RECIPES / "imagebind.toml", *_set(TINY), cwd=cwd, check=True)
+    return cwd, cwd / "runs" / "imagebind-1", proc
+
+
+def test_run_writes_metrics_checkpoints_events_and_the_resolved_recipe(finished_run):
+    _, run_dir, proc = finished_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("retrieval/text->audio/R@1", "retrieval/emergent/R@1", "retrieval/trained/R@10",
+                "retrieval/image->text/mean_rank", "zero_shot/text->image/acc", "knn/audio/acc"):
+        assert 0.0 <= metrics[key] <= (1.0 if "mean_rank" not in key else 256)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    resolved = tomllib.loads((run_dir / "recipe.toml").read_text())
+    assert resolved["trainer"]["max_epochs"] == 1 and resolved["anchor"] == {"name": "imagebind", "modality": "image"}
+    assert (run_dir / "sources" / "0-imagebind.toml").is_file()
+    assert json.loads((run_dir / "environment.json").read_text())["torch"]
+    assert "retrieval/emergent/R@1" in proc.stdout
+
+
+def test_tensorboard_has_every_loss_term_temperature_and_metric(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir, _ = finished_run
+    tags = set()
+    for events in (run_dir / "tb").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    for tag in ("train/loss", "train/loss/text-image", "train/loss/audio-image", "train/temperature", "train/lr",
+                "val/loss", "test/retrieval/text->audio/R@1", "test/zero_shot/emergent/acc"):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"
+
+
+def test_a_second_run_gets_a_fresh_directory(finished_run):
+    cwd, first, _ = finished_run
+    before = (first / "metrics.json").read_text()
+    run_cli("run", RECIPES / "imagebind.toml", *_set(TINY + ["trainer.max_epochs=1"]), cwd=cwd, check=True)
+    assert (cwd / "runs" / "imagebind-2" / "metrics.json").is_file()
+    assert (first / "metrics.json").read_text() == before
+
+
+def test_eval_reproduces_the_runs_metrics_from_its_checkpoint(finished_run):
+    _, run_dir, _ = finished_run
+    proc = run_cli("eval", run_dir, "--json", check=True)
+    again = json.loads(proc.stdout)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert again.keys() == saved.keys()
+    for key in saved:
+        assert again[key] == pytest.approx(saved[key], abs=1e-6), key
+
+
+def test_show_prints_the_resolved_recipe_with_overrides(tmp_path):
+    proc = run_cli("show", RECIPES / "imagebind.toml", "--set", "trainer.max_epochs=3", check=True)
+    body = "\n".join(line for line in proc.stdout.splitlines() if not line.startswith("#"))
+    data = tomllib.loads(body)
+    assert data["trainer"]["max_epochs"] == 3
+    assert data["loss"]["name"] == "infonce"

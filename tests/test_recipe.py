@@ -1,0 +1,76 @@
+"""Recipe loading: extends, overrides, structuring and the TOML writer."""
+
+import pytest
+
+import mmcore
+from mmcore.recipe import apply_overrides, dump_toml, parse_override_value, read_recipe_file, recipe_to_dict
+
+try:
+    import tomllib
+except ModuleNotFoundError:
+    import tomli as tomllib
+
+from conftest import RECIPES
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_extends_deep_merges_tables_replaces_arrays_and_resolves_relative_to_the_file(tmp_path):
+    (tmp_path / "base").mkdir()
+    write(tmp_path / "base" / "base.toml", '[trainer]\nmax_epochs = 5\nbatch_size = 64\n[x]\nlist = [1, 2]\n')
+    child = write(tmp_path / "child.toml", 'extends = "base/base.toml"\n[trainer]\nmax_epochs = 2\n[x]\nlist = [3]\n')
+    raw, files = read_recipe_file(child)
+    assert raw == {"trainer": {"max_epochs": 2, "batch_size": 64}, "x": {"list": [3]}}
+    assert files == [(tmp_path / "base" / "base.toml").resolve(), child.resolve()]
+
+
+def test_changing_a_component_name_replaces_the_base_section(tmp_path):
+    write(tmp_path / "base.toml", '[anchor]\nname = "imagebind"\nmodality = "image"\n')
+    child = write(tmp_path / "child.toml", 'extends = "base.toml"\n[anchor]\nname = "other"\nweight = 1\n')
+    raw, _ = read_recipe_file(child)
+    assert raw["anchor"] == {"name": "other", "weight": 1}
+
+
+def test_extends_cycle_is_reported_with_the_chain(tmp_path):
+    write(tmp_path / "a.toml", 'extends = "b.toml"\n')
+    write(tmp_path / "b.toml", 'extends = "a.toml"\n')
+    with pytest.raises(mmcore.RecipeError, match=r"cycle: .*a\.toml -> .*b\.toml -> .*a\.toml"):
+        read_recipe_file(tmp_path / "a.toml")
+
+
+@pytest.mark.parametrize("raw, value", [("3", 3), ("1e-3", 1e-3), ("true", True), ("[1, 2]", [1, 2]),
+                                        ('"x"', "x"), ("image", "image"), ("a b", "a b")])
+def test_override_values_are_toml_with_bare_string_fallback(raw, value):
+    assert parse_override_value(raw) == value
+
+
+def test_overrides_create_nested_keys_and_index_arrays():
+    raw = {"trainer": {"max_epochs": 1}, "evaluators": [{"name": "retrieval"}]}
+    out = apply_overrides(raw, ["trainer.max_epochs=4", "dataset.modalities.a.noise=0.5", "evaluators.0.k=3"])
+    assert out["trainer"]["max_epochs"] == 4
+    assert out["dataset"]["modalities"]["a"]["noise"] == 0.5
+    assert out["evaluators"][0]["k"] == 3
+    assert raw["trainer"]["max_epochs"] == 1  # the input is not modified
+
+
+def test_resolved_recipe_round_trips_through_toml():
+    recipe, _ = mmcore.load_recipe(RECIPES / "imagebind.toml")
+    data = recipe_to_dict(recipe)
+    assert tomllib.loads(dump_toml(data)) == data
+
+
+def test_toml_writer_handles_quoting_and_special_values():
+    data = {"a b": "quote \" and \\ and é", "n": float("inf"), "t": [{"name": "x", "sub": {"k": 1}}], "x": None}
+    assert tomllib.loads(dump_toml(data)) == {"a b": data["a b"], "n": float("inf"),
+                                              "t": [{"name": "x", "sub": {"k": 1}}]}
+
+
+def test_an_override_that_renames_a_component_replaces_its_section_whatever_the_order():
+    raw = {"encoders": {"text": {"name": "mlp", "hidden": [8]}}}
+    out = apply_overrides(raw, ["encoders.text.bias=false", "encoders.text.name=linear"])
+    assert out["encoders"]["text"] == {"name": "linear", "bias": False}
+    same = apply_overrides(raw, ["encoders.text.name=mlp", "encoders.text.dropout=0.1"])
+    assert same["encoders"]["text"] == {"name": "mlp", "hidden": [8], "dropout": 0.1}
