@@ -90,8 +90,10 @@ class AlignmentTerm:
                   candidates
     weight:       scale of this term in the total loss
     symmetric:    also score key -> query (averaged with query -> key)
-    query_labels, key_labels: optional ``[B]`` long per-candidate modality ids, for losses that restrict the
-                  negatives by modality (MAMCL); never a ``[B, B]`` mask
+    labels:       optional ``[B]`` long modality id of each pair (e.g. the modality of its key, compositions
+                  distinct), for losses that restrict negatives to pairs of the same modality (MAMCL). Losses
+                  that do not use them ignore them. Never a ``[B, B]`` mask: tiled and distributed losses
+                  rebuild the mask per tile from these ids.
     """
 
     name: str
@@ -100,8 +102,7 @@ class AlignmentTerm:
     mask: Any
     weight: float = 1.0
     symmetric: bool = True
-    query_labels: Any = None
-    key_labels: Any = None
+    labels: Any = None
 
 
 @attrs.frozen

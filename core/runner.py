@@ -96,12 +96,11 @@ def term_loss(loss: nn.Module, term) -> torch.Tensor:
     n = mask.shape[0]
     targets = torch.arange(n, device=mask.device) + rank * n
     mask_all = gather_no_grad(mask)
-    q_labels = None if term.query_labels is None else gather_no_grad(term.query_labels)
-    k_labels = None if term.key_labels is None else gather_no_grad(term.key_labels)
-    rows = loss.rows(term.query, gather_with_grad(term.key), targets, k_labels, mask_all, "forward")
+    labels = None if term.labels is None else gather_no_grad(term.labels)
+    rows = loss.rows(term.query, gather_with_grad(term.key), targets, labels, mask_all, "forward")
     total = torch.where(mask, rows, 0.0).sum()
     if term.symmetric:
-        back = loss.rows(term.key, gather_with_grad(term.query), targets, q_labels, mask_all, "reverse")
+        back = loss.rows(term.key, gather_with_grad(term.query), targets, labels, mask_all, "reverse")
         total = (total + torch.where(mask, back, 0.0).sum()) / 2
     count = sum_over_ranks(mask.sum().to(rows.dtype)).clamp_min(1.0)
     return total * world / count

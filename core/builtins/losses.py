@@ -1,7 +1,8 @@
 """Built-in loss: InfoNCE with a learnable, clamped temperature.
 
-A loss is row-wise: ``rows(query, candidates, targets, ...)`` returns the loss of each query row against the whole
-candidate pool, ``[n]``. The runner pairs the two directions of a symmetric term, drops masked rows, gathers the
+A loss is row-wise: ``rows(query, candidates, targets, candidate_labels, candidate_valid, direction)`` returns the
+loss of each query row against the whole candidate pool, ``[n]``; ``direction`` is ``"forward"`` (query -> key) or
+``"reverse"`` (key -> query) and ``candidate_labels`` are the pairs' modality ids (``AlignmentTerm.labels``). The runner pairs the two directions of a symmetric term, drops masked rows, gathers the
 candidates of every rank and averages; a loss never re-implements any of that.
 """
 
@@ -76,7 +77,8 @@ def _make_infonce_module():
             return self.log_logit_scale.clamp(max=self.max_log_scale).exp()
 
         def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward"):
-            return info_nce_rows(query, candidates, targets, self.logit_scale, candidate_labels, candidate_valid)
+            """``[n]`` row losses; every valid candidate is a negative (``candidate_labels`` are ignored)."""
+            return info_nce_rows(query, candidates, targets, self.logit_scale, None, candidate_valid)
 
     return InfoNCE
 
