@@ -59,6 +59,12 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     world, _ = _world()
     if world == 1:
         return x
+    # The autograd gather has moved between torch releases; older names warn as deprecated on newer torch.
+    from torch.distributed import _functional_collectives as funcol
+
+    gather = getattr(funcol, "all_gather_single_autograd", None) or getattr(funcol, "all_gather_tensor_autograd", None)
+    if gather is not None:
+        return funcol.wait_tensor(gather(x.contiguous(), 0, torch.distributed.group.WORLD))
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x), dim=0)
@@ -210,7 +216,7 @@ class BindingModule(L.LightningModule):
         split = self._embedded(self._collected[0])
         if 1 in self._collected:
             split = attrs.evolve(split, reference=self._embedded(self._collected[1]))
-        metrics = {}
+        metrics = {"samples": float(len(split.labels) if split.labels is not None else len(next(iter(split.z.values()))))}
         for evaluate in self.evaluators:
             metrics.update(evaluate(split))
         self.test_metrics = metrics
@@ -334,9 +340,40 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+RUN_DIR_ENV = "MMCORE_RUN_DIR"
+"""Set by the process that chose the run directory, so the processes Lightning starts for DDP use the same one."""
+
+
+def launcher_rank() -> int:
+    """This process's global rank as set by a launcher (Lightning's DDP children, torchrun, SLURM), else 0."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
 def make_run_dir(recipe: Recipe, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """A fresh run directory: ``--out DIR`` (refused if it holds anything, unless ``overwrite``), else the first
-    free ``<output_dir>/<recipe name>-<n>``."""
+    free ``<output_dir>/<recipe name>-<n>``.
+
+    Only rank 0 chooses. Other ranks use the directory rank 0 exported (Lightning's DDP launcher starts them
+    after the choice) or ``--out``; processes started independently by torchrun or SLURM must be given ``--out``.
+    """
+    if launcher_rank() > 0:
+        if os.environ.get(RUN_DIR_ENV):
+            return Path(os.environ[RUN_DIR_ENV])
+        if out is None:
+            raise RunDirectoryExists("with several processes started by a launcher (torchrun, SLURM), give every "
+                                     "process the same run directory with --out DIR")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return Path(out)
+    path = _fresh_run_dir(recipe, out, overwrite)
+    os.environ[RUN_DIR_ENV] = str(path.resolve())
+    return path
+
+
+def _fresh_run_dir(recipe: Recipe, out: str | Path | None, overwrite: bool) -> Path:
     if out is not None:
         path = Path(out)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -423,12 +460,13 @@ def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | Non
     """Train and evaluate a recipe into ``run_dir`` (already created). Returns the test metrics."""
     registry = registry or get_registry()
     module, data = module_data or assemble(recipe, registry)
-    write_atomic(run_dir / "recipe.toml", dump_toml(recipe_to_dict(recipe)))
-    (run_dir / "sources").mkdir(exist_ok=True)
-    for i, source in enumerate(sources):
-        shutil.copyfile(source, run_dir / "sources" / f"{i}-{Path(source).name}")
-    write_atomic(run_dir / "plugins.json", json.dumps(plugins_record(registry), indent=2))
-    write_atomic(run_dir / "environment.json", json.dumps(environment_record(), indent=2))
+    if launcher_rank() == 0:
+        write_atomic(run_dir / "recipe.toml", dump_toml(recipe_to_dict(recipe)))
+        (run_dir / "sources").mkdir(exist_ok=True)
+        for i, source in enumerate(sources):
+            shutil.copyfile(source, run_dir / "sources" / f"{i}-{Path(source).name}")
+        write_atomic(run_dir / "plugins.json", json.dumps(plugins_record(registry), indent=2))
+        write_atomic(run_dir / "environment.json", json.dumps(environment_record(), indent=2))
 
     trainer = make_trainer(recipe, run_dir)
     trainer.fit(module, datamodule=data)

@@ -15,7 +15,8 @@ from ..contracts import Component
 from ..hookspecs import hookimpl
 
 
-def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None, candidate_valid=None):
+def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None, candidate_valid=None,
+                  tile_size: int = 0):
     """Per-row InfoNCE: ``-log softmax_j(s * q_i . c_j)[targets_i]`` over the allowed candidates ``j``.
 
     query:            ``[n, d]``
@@ -26,9 +27,18 @@ def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None
                       whose label equals its positive's label (MAMCL); the ``[n, N]`` mask is built here, never
                       passed in
     candidate_valid:  optional ``[N]`` bool; invalid candidates are never negatives
+    tile_size:        0 builds the ``[n, N]`` logits; ``> 0`` computes the same values and gradients in
+                      ``tile_size x tile_size`` blocks (memory ``O((n + N) d + tile_size^2)``, see ``tiled.py``)
     Returns ``[n]``. A row's own positive is always kept, so every row is finite.
     """
     import torch
+
+    if tile_size > 0:
+        from .tiled import tiled_logsumexp
+
+        positive = logit_scale * (query * candidates[targets]).sum(1)
+        return tiled_logsumexp(query, candidates, logit_scale, targets, candidate_labels, candidate_valid,
+                               tile_size) - positive
 
     logits = logit_scale * (query @ candidates.T)
     allowed = None
@@ -48,11 +58,13 @@ def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None
 @attrs.frozen
 class InfoNCEConfig:
     """``temperature``: initial (or fixed) temperature; ``learnable``: train it; ``max_logit_scale``: clamp on
-    ``1 / temperature`` (100 as in CLIP and ImageBind)."""
+    ``1 / temperature`` (100 as in CLIP and ImageBind); ``tile_size``: 0 for the plain loss, or the block size
+    of the tiled loss that never builds the ``[B, B]`` logits (same values and gradients, for large batches)."""
 
     temperature: float = attrs.field(default=0.07, validator=attrs.validators.gt(0.0))
     learnable: bool = True
     max_logit_scale: float = attrs.field(default=100.0, validator=attrs.validators.gt(0.0))
+    tile_size: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 @functools.cache
@@ -71,6 +83,7 @@ def _make_infonce_module():
             else:
                 self.register_buffer("log_logit_scale", init)
             self.max_log_scale = math.log(config.max_logit_scale)
+            self.tile_size = config.tile_size
 
         @property
         def logit_scale(self):
@@ -78,7 +91,7 @@ def _make_infonce_module():
 
         def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward"):
             """``[n]`` row losses; every valid candidate is a negative (``candidate_labels`` are ignored)."""
-            return info_nce_rows(query, candidates, targets, self.logit_scale, None, candidate_valid)
+            return info_nce_rows(query, candidates, targets, self.logit_scale, None, candidate_valid, self.tile_size)
 
     return InfoNCE
 
