@@ -27,8 +27,12 @@ _LAZY = {
     "TensorSplit": "mmcore.data",
     "info_nce_rows": "mmcore.builtins.losses",
     "ranks_of_positives": "mmcore.builtins.evaluators",
+    "build_index": "mmcore.builtins.evaluators",
     "class_prototypes": "mmcore.builtins.evaluators",
     "gather_with_grad": "mmcore.runner",
+    "load": "mmcore.trained",
+    "TrainedModel": "mmcore.trained",
+    "RunLoadError": "mmcore.trained",
 }
 
 __all__ = [

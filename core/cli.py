@@ -153,7 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="last.ckpt", help="file name under RUN_DIR/checkpoints")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=cmd_eval)
+    _plugin_commands(sub)
     return parser
+
+
+def _plugin_commands(sub) -> None:
+    """Let plugins add subcommands; a plugin whose hook fails is reported and skipped."""
+    from .registry import get_registry
+
+    for record, add_commands in get_registry().command_hooks:
+        try:
+            add_commands(subparsers=sub)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
+            print(f"mmcore: warning: plugin {record.distribution} failed to add its commands: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def main(argv: list | None = None) -> int:

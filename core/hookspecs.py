@@ -65,3 +65,13 @@ def mmcore_evaluators():
 @hookspec
 def mmcore_datasets():
     """Return datasets: train/val/test splits of multimodal samples with presence masks."""
+
+
+@hookspec
+def mmcore_commands(subparsers):
+    """Add subcommands to the ``mmcore`` command line (not a component kind: an extension of the CLI).
+
+    ``subparsers`` is argparse's: ``p = subparsers.add_parser("align", help=...)``, add arguments, then
+    ``p.set_defaults(func=handler)`` where ``handler(args) -> int`` is the exit status. Import heavy modules inside
+    the handler, not here: this hook runs for every ``mmcore`` invocation, ``--help`` included.
+    """

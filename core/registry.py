@@ -34,7 +34,7 @@ BUILTIN_MODULES = (
     "mmcore.builtins.synthetic",
     "mmcore.builtins.evaluators",
 )
-HOOK_NAMES = frozenset(f"mmcore_{kind}" for kind in KINDS)
+HOOK_NAMES = frozenset([f"mmcore_{kind}" for kind in KINDS] + ["mmcore_commands"])
 KIND_LABELS = {
     "encoders": "encoder",
     "anchor_strategies": "anchor strategy",
@@ -73,6 +73,7 @@ class Registry:
     components: dict = attrs.field(factory=lambda: {k: {} for k in KINDS})
     owners: dict = attrs.field(factory=lambda: {k: {} for k in KINDS})
     conflicts: dict = attrs.field(factory=dict)
+    command_hooks: list = attrs.field(factory=list)
 
     def names(self, kind: str) -> list:
         return sorted(self.components[kind])
@@ -211,6 +212,11 @@ def build_registry() -> Registry:
                 continue
             for item in items:
                 _add(registry, kind, item, record)
+
+    for impl in pm.hook.mmcore_commands.get_hookimpls():
+        record = records[impl.plugin_name]
+        if not record.error:
+            registry.command_hooks.append((record, impl.function))
 
     registry.plugins = _merge_by_distribution(list(records.values()))
     return registry

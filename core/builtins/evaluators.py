@@ -16,12 +16,25 @@ from ..contracts import Component
 from ..hookspecs import hookimpl
 
 
-def _flat_index(vectors):
+def build_index(vectors, factory: str = "Flat", nprobe: int = 16):
+    """A faiss inner-product index over ``[N, d]`` L2-normalised vectors (cosine search).
+
+    ``"Flat"`` is exact. For galleries too big for exact search use a faiss factory string: ``"IVF{nlist},Flat"``
+    (trained on the gallery; nlist about 4 sqrt(N); ``nprobe`` lists searched), ``"HNSW32,Flat"`` (no training,
+    more memory) or ``"IVF{nlist},PQ{m}"`` (compressed). Approximate indexes trade recall for speed: measure it
+    against Flat (``benchmarks/retrieval.py`` does).
+    """
     import faiss
     import numpy as np
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = faiss.IndexFlatIP(vectors.shape[1])
+    if factory == "Flat":
+        index = faiss.IndexFlatIP(vectors.shape[1])
+    else:
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        if "IVF" in factory:
+            faiss.extract_index_ivf(index).nprobe = nprobe
     index.add(vectors)
     return index
 
@@ -60,10 +73,14 @@ def _summarise(metrics: dict, per_pair: dict, prefix: str, split) -> None:
 
 @attrs.frozen
 class RetrievalConfig:
-    """``ks``: the K of Recall@K; ``chunk_size``: queries searched at once."""
+    """``ks``: the K of Recall@K; ``chunk_size``: queries searched at once; ``index``: faiss factory string
+    (``"Flat"`` = exact; see :func:`build_index` for approximate ones) and its ``nprobe``. ``mean_rank`` is always
+    exact."""
 
     ks: list[int] = attrs.field(factory=lambda: [1, 5, 10])
     chunk_size: int = attrs.field(default=4096, validator=attrs.validators.gt(0))
+    index: str = "Flat"
+    nprobe: int = attrs.field(default=16, validator=attrs.validators.gt(0))
 
 
 def retrieval(split, config: RetrievalConfig = RetrievalConfig()) -> dict:
@@ -82,7 +99,7 @@ def retrieval(split, config: RetrievalConfig = RetrievalConfig()) -> dict:
         if n == 0:
             continue
         queries, gallery = split.z[q][rows], split.z[g][rows]
-        index = _flat_index(gallery)
+        index = build_index(gallery, config.index, config.nprobe)
         hits = np.zeros(len(config.ks))
         for start in range(0, n, config.chunk_size):
             chunk = np.ascontiguousarray(queries[start:start + config.chunk_size], dtype=np.float32)
@@ -158,7 +175,7 @@ def knn(split, config: KNNConfig = KNNConfig()) -> dict:
         ref_rows, rows = split.reference.present[m], split.present[m]
         if not ref_rows.any() or not rows.any():
             continue
-        index = _flat_index(split.reference.z[m][ref_rows])
+        index = build_index(split.reference.z[m][ref_rows])
         _, found = index.search(np.ascontiguousarray(split.z[m][rows], dtype=np.float32), min(config.k, index.ntotal))
         votes = split.reference.labels[ref_rows][found]
         predicted = np.array([np.bincount(v).argmax() for v in votes])
