@@ -121,6 +121,31 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import comparison_table, read_run, side_by_side_heatmaps
+
+    runs = []
+    for run_dir in args.run_dirs:
+        path = Path(run_dir)
+        if not (path / "metrics.json").is_file() or not (path / "recipe.toml").is_file():
+            return _error(f"{path} is not a finished mmcore run (no metrics.json / recipe.toml)")
+        runs.append(read_run(path))
+    print(comparison_table(runs))
+    out = Path(args.out) if args.out else _fresh_path(Path("mmcore-report"), ".png")
+    if args.out and out.exists() and not args.overwrite:
+        return _error(f"{out} already exists; pass --overwrite or choose another --out")
+    written = side_by_side_heatmaps(runs, out)
+    print(f"heat maps: {written}" if written else "heat maps skipped: pip install matplotlib", file=sys.stderr)
+    return 0
+
+
+def _fresh_path(stem: Path, suffix: str) -> Path:
+    n = 1
+    while Path(f"{stem}-{n}{suffix}").exists():
+        n += 1
+    return Path(f"{stem}-{n}{suffix}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmcore", description="Train and evaluate unified multimodal embedding spaces from TOML recipes.")
@@ -153,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="last.ckpt", help="file name under RUN_DIR/checkpoints")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="compare runs: a table of summary metrics and their Recall@1 heat maps")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="PNG of the heat maps side by side (default: a fresh mmcore-report-<n>.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_report)
     _plugin_commands(sub)
     return parser
 

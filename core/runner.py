@@ -473,7 +473,15 @@ def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | Non
     trainer.test(module, datamodule=data, verbose=False)
     metrics = module.test_metrics
     if trainer.is_global_zero:
+        from .report import have_matplotlib, write_run_pictures
+
         write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        pairs = {"trained": sorted(sorted(p) for p in module.trained_pairs),
+                 "observed": sorted(sorted(p) for p in module.observed_pairs)}
+        write_atomic(run_dir / "pairs.json", json.dumps(pairs, indent=2))
+        write_run_pictures(run_dir, module.test_split, metrics, trainer.logger.experiment, trainer.global_step)
+        if not have_matplotlib():
+            print("mmcore: figures skipped (pip install matplotlib to get PNGs)", file=sys.stderr)
         trainer.logger.log_hyperparams(_flatten(recipe_to_dict(recipe)),
                                        metrics={f"test/{k}": v for k, v in metrics.items()})
         trainer.logger.finalize("success")

@@ -52,6 +52,44 @@ def test_tensorboard_has_every_loss_term_temperature_and_metric(finished_run):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
 
 
+def test_run_saves_pictures_the_projector_and_report_compares_runs(finished_run, cli, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir, _ = finished_run
+    for png in ("recall_heatmap.png", "embeddings_2d.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    projector = (run_dir / "tb" / "projector_config.pbtxt").read_text()
+    assert "test_embeddings" in projector
+    images = set()
+    for events in (run_dir / "tb").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        images |= set(acc.Tags()["images"])
+    assert {"figures/recall_heatmap", "figures/embeddings_2d"} <= images
+    assert json.loads((run_dir / "pairs.json").read_text())["trained"] == [["audio", "image"], ["image", "text"]]
+
+    status, out, _ = cli("report", run_dir, run_dir, "--out", tmp_path / "cmp.png")
+    assert status == 0
+    assert out.splitlines()[0].split()[:4] == ["run", "anchor", "loss", "seed"]
+    assert out.count("imagebind-1") == 2
+    assert (tmp_path / "cmp.png").is_file()
+    status, _, err = cli("report", run_dir, "--out", tmp_path / "cmp.png")
+    assert status == 2 and "already exists" in err
+
+
+def test_runs_without_matplotlib_skip_only_the_figures(finished_run, monkeypatch, tmp_path):
+    import sys
+
+    import numpy as np
+
+    import mmcore
+    from mmcore.report import write_run_pictures
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    split = mmcore.EmbeddedSplit(z={"a": np.eye(4, dtype=np.float32)}, present={"a": np.ones(4, bool)})
+    assert write_run_pictures(tmp_path, split, {}) == []
+
+
 def test_a_second_run_gets_a_fresh_directory(finished_run):
     cwd, first, _ = finished_run
     before = (first / "metrics.json").read_text()
