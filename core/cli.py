@@ -26,17 +26,39 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
-    from .recipe import RecipeError
-    from .runner import RunDirectoryExists, assemble, make_run_dir, train
+    from .recipe import RecipeError, load_recipe
+    from .runner import NonFiniteLoss, RunDirectoryExists, assemble, make_run_dir, train
 
+    if bool(args.recipe) == bool(args.resume):
+        return _error("give a RECIPE to start a run, or --resume RUN_DIR to continue one (not both)")
     try:
-        recipe, sources = _load(args)
+        if args.resume:
+            run_dir = Path(args.resume)
+            if not (run_dir / "recipe.toml").is_file():
+                return _error(f"{run_dir} is not an mmcore run directory (no recipe.toml)")
+            recipe, sources = load_recipe(run_dir / "recipe.toml", args.set)
+        else:
+            recipe, sources = _load(args)
         built = assemble(recipe)  # every component is built (and checked) before anything is written
-        run_dir = make_run_dir(recipe, args.out, args.overwrite)
+        if not args.resume:
+            run_dir = make_run_dir(recipe, args.out, args.overwrite)
     except (RecipeError, RunDirectoryExists) as exc:
         return _error(str(exc))
+    except OSError as exc:
+        return _error(f"cannot create the run directory: {exc}")
     print(f"mmcore: run directory {run_dir}", file=sys.stderr)
-    metrics = train(recipe, sources, run_dir, module_data=built)
+    resume_hint = f"resume with: mmcore run --resume {run_dir}"
+    try:
+        metrics = train(recipe, sources, run_dir, module_data=built, resume=bool(args.resume))
+    except RunDirectoryExists as exc:
+        return _error(str(exc))
+    except NonFiniteLoss as exc:
+        print(f"mmcore: stopped: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, SystemExit) as exc:
+        code = 143 if type(exc).__name__ == "SIGTERMException" else 130
+        print(f"mmcore: interrupted; checkpoints kept in {run_dir / 'checkpoints'}; {resume_hint}", file=sys.stderr)
+        return code
     _print_metrics(metrics, args.all_metrics)
     print(f"mmcore: wrote {run_dir / 'metrics.json'}; watch with: tensorboard --logdir {run_dir}", file=sys.stderr)
     return 0
@@ -107,12 +129,12 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .recipe import RecipeError
     from .runner import evaluate_run
+    from .trained import RunLoadError
 
     try:
         metrics = evaluate_run(Path(args.run_dir), checkpoint=args.checkpoint)
-    except (RecipeError, FileNotFoundError) as exc:
+    except RunLoadError as exc:
         return _error(str(exc))
     if args.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
@@ -158,7 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a recipe value, e.g. --set trainer.max_epochs=3 (repeatable; VALUE is TOML)")
         return p
 
-    p = recipe_command("run", "train a recipe, evaluate it and write a run directory")
+    p = sub.add_parser("run", help="train a recipe, evaluate it and write a run directory",
+                       description="train a recipe, evaluate it and write a run directory")
+    p.add_argument("recipe", nargs="?", help="recipe file (TOML)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set trainer.max_epochs=3 (repeatable; VALUE is TOML)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint (optimizer, schedule, RNG, epoch)")
     p.add_argument("--out", help="run directory (default: <output_dir>/<recipe name>-<n>, always fresh)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a run")
     p.add_argument("--all-metrics", action="store_true", help="print every metric, not only the summaries")

@@ -97,7 +97,12 @@ class OptimizerSettings:
 
 @attrs.frozen
 class TrainerSettings:
-    """``[trainer]``: passed to ``lightning.Trainer`` (``accelerator = "auto"`` uses a GPU when there is one)."""
+    """``[trainer]``: passed to ``lightning.Trainer`` (``accelerator = "auto"`` uses a GPU when there is one).
+
+    ``compile`` wraps each encoder in ``torch.compile``; ``precision = "bf16-mixed"`` trains in bfloat16 autocast.
+    ``on_nonfinite``: a NaN/inf loss term either stops the run (``"stop"``: the message names the term, the step and
+    the last good checkpoint) or skips that batch's update (``"skip"``, counted in ``train/skipped_batches``).
+    """
 
     max_epochs: int = attrs.field(default=10, validator=_positive)
     batch_size: int = attrs.field(default=256, validator=_positive)
@@ -111,6 +116,7 @@ class TrainerSettings:
     gradient_clip_val: float = attrs.field(default=0.0, validator=_non_negative)
     deterministic: bool = False
     compile: bool = False
+    on_nonfinite: Literal["stop", "skip"] = "stop"
 
 
 def _default_loss() -> dict:

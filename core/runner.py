@@ -38,7 +38,11 @@ REFERENCE_SIZE = 5000
 
 
 class RunDirectoryExists(Exception):
-    """The requested run directory already holds a run."""
+    """The requested run directory already holds a run (or cannot be used)."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or infinite (``trainer.on_nonfinite = "stop"``)."""
 
 
 # ------------------------------------------------------------------------------------------ distributed
@@ -133,6 +137,7 @@ class BindingModule(L.LightningModule):
         self.observed_pairs = observed_pairs
         self.class_names = class_names
         self.test_metrics: dict = {}
+        self.skipped_batches = 0
         self._collected: dict = {}
         for modality, section in recipe.encoders.items():
             if section.frozen:
@@ -155,9 +160,11 @@ class BindingModule(L.LightningModule):
 
     # -- Lightning hooks ----------------------------------------------------------------------------------
 
-    def _step(self, data: dict, stage: str) -> torch.Tensor:
+    def _step(self, data: dict, stage: str) -> torch.Tensor | None:
         batch = Batch.from_collated(data)
         losses = self.objective(batch)
+        if stage == "train" and not self._check_finite(losses):
+            return None
         total = torch.stack(list(losses.values())).sum()
         on_step = stage == "train"
         size = batch.size
@@ -167,8 +174,24 @@ class BindingModule(L.LightningModule):
                  batch_size=size, sync_dist=not on_step)
         return total
 
+    def _check_finite(self, losses: dict) -> bool:
+        bad = {name: value.item() for name, value in losses.items() if not torch.isfinite(value)}
+        if not bad:
+            return True
+        if self.recipe.trainer.on_nonfinite == "skip":
+            self.skipped_batches += 1
+            self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, batch_size=1)
+            return False
+        last = Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        good = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+        terms = ", ".join(f"{name!r} = {value}" for name, value in bad.items())
+        raise NonFiniteLoss(f"loss term {terms} at step {self.global_step} (epoch {self.current_epoch}); {good}. "
+                            "Set trainer.on_nonfinite = \"skip\" to skip such batches instead.")
+
     def training_step(self, data, batch_idx):
         total = self._step(data, "train")
+        if total is None:
+            return None
         self.log("train/temperature", 1.0 / self.loss.logit_scale.detach(), on_step=True, batch_size=1)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=1)
         return total
@@ -251,14 +274,36 @@ class BindingModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+class EpochShuffle(torch.utils.data.Sampler):
+    """A permutation that depends only on ``(seed, epoch)``, not on the global RNG.
+
+    Lightning calls ``set_epoch`` before each epoch, so a run resumed from a checkpoint sees exactly the batches
+    the uninterrupted run would have seen.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class BindingData(L.LightningDataModule):
     """Train/val/test loaders over a dataset's splits; the test stage also embeds a training subset as reference."""
 
-    def __init__(self, splits, batch_size: int, num_workers: int = 0):
+    def __init__(self, splits, batch_size: int, num_workers: int = 0, seed: int = 0):
         super().__init__()
         self.splits = splits
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.seed = seed
 
     def _loader(self, dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
         batched = hasattr(dataset, "__getitems__") and (
@@ -266,7 +311,7 @@ class BindingData(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=min(self.batch_size, len(dataset)),
-            shuffle=shuffle,
+            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -288,11 +333,18 @@ class BindingData(L.LightningDataModule):
 # ------------------------------------------------------------------------------------------ assembling
 
 
-def _build(component, config, context, path: str):
+def _build(component, config, context, path: str, registry: Registry, kind: str):
+    """Build one component; its errors become recipe errors at ``path`` (a plugin's crash names the plugin)."""
     try:
         return component.build(config, context)
     except ConfigError as exc:
         raise RecipeError([f"{path}.{exc.field}: {exc}"]) from exc
+    except RecipeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, never a traceback
+        owner = registry.distribution_of(kind, component.name)
+        raise RecipeError([f"{path}: building {component.name!r} (from {owner}) failed: "
+                           f"{type(exc).__name__}: {exc}"]) from exc
 
 
 def assemble(recipe: Recipe, registry: Registry | None = None) -> tuple[BindingModule, BindingData]:
@@ -300,7 +352,8 @@ def assemble(recipe: Recipe, registry: Registry | None = None) -> tuple[BindingM
     modality without an encoder, a modality the dataset lacks, ...)."""
     registry = registry or get_registry()
     L.seed_everything(recipe.seed, workers=True, verbose=False)
-    splits = _build(registry.get("datasets", recipe.dataset.name), recipe.dataset.config, None, "dataset")
+    splits = _build(registry.get("datasets", recipe.dataset.name), recipe.dataset.config, None, "dataset", registry,
+                    "datasets")
     problems = [
         f"encoders.{m}: the dataset {recipe.dataset.name!r} has no modality {m!r}; it has: "
         + ", ".join(splits.input_dims)
@@ -314,20 +367,22 @@ def assemble(recipe: Recipe, registry: Registry | None = None) -> tuple[BindingM
     encoders = {}
     for m, section in recipe.encoders.items():
         context = EncoderContext(m, splits.input_dims[m], recipe.embed_dim)
-        encoders[m] = _build(registry.get("encoders", section.name), section.config, context, f"encoders.{m}")
-    loss = _build(registry.get("losses", recipe.loss.name), recipe.loss.config, LossContext(recipe.embed_dim), "loss")
+        encoders[m] = _build(registry.get("encoders", section.name), section.config, context, f"encoders.{m}",
+                             registry, "encoders")
+    loss = _build(registry.get("losses", recipe.loss.name), recipe.loss.config, LossContext(recipe.embed_dim), "loss",
+                  registry, "losses")
     evaluators = [
-        _build(registry.get("evaluators", e.name), e.config, None, f"evaluators[{i}]")
+        _build(registry.get("evaluators", e.name), e.config, None, f"evaluators[{i}]", registry, "evaluators")
         for i, e in enumerate(recipe.evaluators)
     ]
     module = BindingModule(recipe, encoders, loss, evaluators, observed, splits.class_names)
     anchor_context = AnchorContext(modalities, observed, recipe.embed_dim, functools.partial(term_loss, module.loss))
     module.strategy = _build(registry.get("anchor_strategies", recipe.anchor.name), recipe.anchor.config,
-                             anchor_context, "anchor")
+                             anchor_context, "anchor", registry, "anchor_strategies")
     if recipe.trainer.compile:
         for m in list(module.encoders):
             module.encoders[m] = torch.compile(module.encoders[m])
-    return module, BindingData(splits, recipe.trainer.batch_size, recipe.trainer.num_workers)
+    return module, BindingData(splits, recipe.trainer.batch_size, recipe.trainer.num_workers, recipe.seed)
 
 
 # ------------------------------------------------------------------------------------------ run directories
@@ -425,6 +480,56 @@ def _flatten(data, prefix: str = "") -> dict:
     return out
 
 
+class RandomState(L.Callback):
+    """Saves the torch/numpy/python RNG states in every checkpoint and restores them when training resumes, at
+    ``on_train_start`` (after Lightning's sanity check, which may draw random numbers)."""
+
+    def __init__(self):
+        self.pending = None
+
+    def state_dict(self) -> dict:
+        import random
+
+        numpy_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pending = state
+
+    def on_train_start(self, trainer, module) -> None:
+        import random
+
+        if self.pending is None:
+            return
+        state, self.pending = self.pending, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        numpy_state = state["numpy"]
+        np.random.set_state((numpy_state[0], np.array(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
+        python_state = state["python"]
+        random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+
+
+class InterruptCheckpoint(L.Callback):
+    """Saves ``interrupted.ckpt`` when a run stops on SIGTERM, Ctrl-C or an error.
+
+    Lightning's own ``OnExceptionCheckpoint`` is not used: its presence makes ``fit(ckpt_path=None)`` silently
+    resume from the newest checkpoint in the directory (Lightning#19827); mmcore resumes only when asked.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_exception(self, trainer, module, exception) -> None:
+        trainer.save_checkpoint(self.path)
+
+
 def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -446,7 +551,8 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
         gradient_clip_val=t.gradient_clip_val or None,
         deterministic=t.deterministic,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False),
-        callbacks=[checkpoint],
+        # last.ckpt at every epoch end (exact resume); interrupted.ckpt when a run stops on SIGTERM/Ctrl-C/error
+        callbacks=[checkpoint, RandomState(), InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt")],
         default_root_dir=str(run_dir),
         enable_progress_bar=interactive,
         enable_model_summary=interactive,
@@ -455,21 +561,51 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
     return L.Trainer(**options)
 
 
+def check_writable(run_dir: Path, module: nn.Module) -> None:
+    """Fail before training, not after an hour: the run directory must be writable and have room for two
+    checkpoints (weights plus Adam's two moments) and a margin."""
+    probe = run_dir / ".write-test"
+    try:
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirectoryExists(f"cannot write to {run_dir}: {exc.strerror or exc}") from exc
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    need = 2 * 3 * params + 64 * 2**20
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise RunDirectoryExists(f"not enough free space in {run_dir}: {free / 2**20:.0f} MiB free, about "
+                                 f"{need / 2**20:.0f} MiB needed for checkpoints")
+
+
 def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | None = None,
-          module_data: tuple | None = None) -> dict:
-    """Train and evaluate a recipe into ``run_dir`` (already created). Returns the test metrics."""
+          module_data: tuple | None = None, resume: bool = False) -> dict:
+    """Train and evaluate a recipe into ``run_dir`` (already created). Returns the test metrics.
+
+    ``resume``: continue from ``run_dir/checkpoints/last.ckpt`` (written at every epoch end) with the optimizer,
+    schedule, temperatures, strategy parameters, epoch and RNG states it holds; the data order depends only on
+    (seed, epoch), so the resumed run reaches the same final state as an uninterrupted one.
+    """
     registry = registry or get_registry()
     module, data = module_data or assemble(recipe, registry)
+    ckpt_path = None
+    if resume:
+        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+        if not ckpt_path.is_file():
+            raise RunDirectoryExists(f"nothing to resume: {ckpt_path} does not exist (the run stopped before its "
+                                     "first epoch ended; start it again)")
     if launcher_rank() == 0:
+        check_writable(run_dir, module)
         write_atomic(run_dir / "recipe.toml", dump_toml(recipe_to_dict(recipe)))
-        (run_dir / "sources").mkdir(exist_ok=True)
-        for i, source in enumerate(sources):
-            shutil.copyfile(source, run_dir / "sources" / f"{i}-{Path(source).name}")
+        if not resume:
+            (run_dir / "sources").mkdir(exist_ok=True)
+            for i, source in enumerate(sources):
+                shutil.copyfile(source, run_dir / "sources" / f"{i}-{Path(source).name}")
         write_atomic(run_dir / "plugins.json", json.dumps(plugins_record(registry), indent=2))
         write_atomic(run_dir / "environment.json", json.dumps(environment_record(), indent=2))
 
     trainer = make_trainer(recipe, run_dir)
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     trainer.test(module, datamodule=data, verbose=False)
     metrics = module.test_metrics
     if trainer.is_global_zero:
@@ -489,15 +625,12 @@ def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | Non
 
 
 def evaluate_run(run_dir: Path, registry: Registry | None = None, checkpoint: str = "last.ckpt") -> dict:
-    """Re-run a trained run's evaluators on its checkpoint. Returns the metrics (nothing in the run is changed)."""
-    from .recipe import load_recipe
+    """Re-run a trained run's evaluators on its checkpoint. Returns the metrics (nothing in the run is changed).
 
-    run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints" / checkpoint
-    if not ckpt.exists():
-        raise FileNotFoundError(f"no checkpoint {ckpt}; is {run_dir} a finished mmcore run?")
-    recipe, _ = load_recipe(run_dir / "recipe.toml", registry=registry)
-    module, data = assemble(recipe, registry)
-    trainer = make_trainer(recipe, run_dir, logger=False, callbacks=[])
-    trainer.test(module, datamodule=data, ckpt_path=str(ckpt), verbose=False, weights_only=True)
-    return module.test_metrics
+    The checkpoint is loaded by :func:`mmcore.load` (``weights_only=True``: a tampered file is refused)."""
+    from .trained import load
+
+    model = load(run_dir, checkpoint)
+    trainer = make_trainer(model.recipe, Path(run_dir), logger=False, callbacks=[])
+    trainer.test(model.module, datamodule=model.data, verbose=False)
+    return model.module.test_metrics

@@ -1,0 +1,179 @@
+"""Faults: runs survive SIGKILL (exact resume) and SIGTERM (clean stop), NaN losses are caught, bad output
+directories fail before training, tampered checkpoints are refused."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import RECIPES, run_cli
+
+SMALL = ["dataset.train_size=512", "dataset.val_size=128", "dataset.test_size=256", "trainer.batch_size=128",
+         "trainer.max_epochs=4", "trainer.log_every_n_steps=1"]
+
+
+def _set(overrides):
+    return [x for o in overrides for x in ("--set", o)]
+
+
+def _start(out, extra=()):
+    env = dict(os.environ, CI="true")
+    cmd = [sys.executable, "-m", "mmcore.cli", "run", str(RECIPES / "imagebind.toml"), *_set(SMALL + list(extra)),
+           "--out", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _epoch_of(ckpt):
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]
+
+
+def _wait_for_checkpoint(proc, ckpt, min_epoch, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ckpt.exists():
+            try:
+                if _epoch_of(ckpt) >= min_epoch:
+                    return
+            except Exception:  # noqa: BLE001 - being replaced right now; try again
+                pass
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before a checkpoint of epoch {min_epoch}: {proc.stderr.read()}")
+        time.sleep(0.05)
+    pytest.fail("no checkpoint in time")
+
+
+def test_a_run_killed_with_sigkill_at_a_random_step_resumes_to_the_same_result(tmp_path):
+    rng = random.Random(20261122)
+    kill_after_epoch, extra_delay = rng.randint(0, 1), rng.uniform(0.0, 0.5)
+
+    reference = tmp_path / "uninterrupted"
+    run_cli("run", RECIPES / "imagebind.toml", *_set(SMALL), "--out", reference, check=True)
+
+    victim = tmp_path / "killed"
+    proc = _start(victim)
+    _wait_for_checkpoint(proc, victim / "checkpoints" / "last.ckpt", kill_after_epoch)
+    time.sleep(extra_delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (victim / "metrics.json").exists(), "the kill came too late to test anything"
+    for ckpt in (victim / "checkpoints").glob("*.ckpt"):  # atomic writes: every file left is whole
+        _epoch_of(ckpt)
+
+    run_cli("run", "--resume", victim, check=True)
+    expected = json.loads((reference / "metrics.json").read_text())
+    resumed = json.loads((victim / "metrics.json").read_text())
+    assert resumed.keys() == expected.keys()
+    for key, value in expected.items():
+        assert resumed[key] == pytest.approx(value, abs=1e-6), key
+    final = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] for d in (reference, victim)]
+    assert final[0] == final[1] == 16  # 4 epochs x 4 steps
+
+
+def test_sigterm_stops_cleanly_with_a_checkpoint_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out, ["trainer.max_epochs=200"])
+    _wait_for_checkpoint(proc, out / "checkpoints" / "last.ckpt", 0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert f"resume with: mmcore run --resume {out}" in err
+    _epoch_of(out / "checkpoints" / "interrupted.ckpt")
+
+
+def test_resume_without_a_checkpoint_is_refused(cli, tmp_path):
+    (tmp_path / "recipe.toml").write_text((RECIPES / "imagebind.toml").read_text())
+    status, _, err = cli("run", "--resume", tmp_path)
+    assert status == 2 and "nothing to resume" in err
+
+
+class _PoisonAt(torch.nn.Module):
+    """Wraps a strategy; from step ``step`` on, one auxiliary loss term is NaN."""
+
+    def __init__(self, inner, module, step):
+        super().__init__()
+        self.inner, self.module, self.step = inner, [module], step
+
+    def forward(self, z, present, batch):
+        alignment = self.inner(z, present, batch)
+        if self.module[0].training and self.module[0].global_step == self.step:
+            alignment.aux_losses["poison"] = torch.tensor(float("nan"))
+        return alignment
+
+
+def _poisoned(recipe_overrides, step):
+    import mmcore
+    from mmcore.runner import assemble
+
+    recipe, sources = mmcore.load_recipe(RECIPES / "imagebind.toml", SMALL + recipe_overrides)
+    module, data = assemble(recipe)
+    module.strategy = _PoisonAt(module.strategy, module, step)
+    return recipe, sources, (module, data)
+
+
+def test_a_nan_loss_term_stops_the_run_naming_the_term_the_step_and_the_last_good_checkpoint(tmp_path):
+    from mmcore.runner import NonFiniteLoss, train
+
+    recipe, sources, built = _poisoned([], step=6)
+    with pytest.raises(NonFiniteLoss) as info:
+        train(recipe, sources, tmp_path, module_data=built)
+    message = str(info.value)
+    assert "'poison' = nan" in message and "step 6" in message
+    assert f"last good checkpoint is {tmp_path / 'checkpoints' / 'last.ckpt'}" in message
+    assert _epoch_of(tmp_path / "checkpoints" / "last.ckpt") == 0  # kept, from before the fault
+
+
+def test_on_nonfinite_skip_skips_the_bad_batch_and_finishes(tmp_path):
+    from mmcore.runner import train
+
+    recipe, sources, built = _poisoned(["trainer.on_nonfinite=skip"], step=6)
+    metrics = train(recipe, sources, tmp_path, module_data=built)
+    assert built[0].skipped_batches == 1
+    assert all(value == value for value in metrics.values())  # no NaN anywhere
+
+
+def test_an_unusable_output_directory_fails_before_training(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    status, _, err = cli("run", RECIPES / "imagebind.toml", "--out", blocker / "run")
+    assert status == 2 and "cannot create the run directory" in err
+
+
+def test_a_full_disk_fails_before_training(cli, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    status, _, err = cli("run", RECIPES / "imagebind.toml", "--out", tmp_path / "run")
+    assert status == 2 and "not enough free space" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['MMCORE_PWNED']}",))
+
+
+def test_a_tampered_checkpoint_is_refused_and_its_code_never_runs(tmp_path, cli, monkeypatch):
+    run_cli("run", RECIPES / "imagebind.toml", *_set(SMALL + ["trainer.max_epochs=1"]), "--out", tmp_path / "run",
+            check=True)
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("MMCORE_PWNED", str(marker))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    state["payload"] = _Payload()
+    torch.save(state, ckpt)
+
+    status, _, err = cli("eval", tmp_path / "run")
+    assert status == 2 and "cannot load" in err and "UnpicklingError" in err
+    import mmcore
+
+    with pytest.raises(mmcore.RunLoadError, match="cannot load"):
+        mmcore.load(tmp_path / "run")
+    assert not marker.exists()
