@@ -60,12 +60,12 @@ class RecipeError(Exception):
 
 
 def _positive(instance, attribute, value):
-    if value <= 0:
+    if not value > 0:  # also rejects nan
         raise ValueError(f"'{attribute.name}' must be > 0, got {value}")
 
 
 def _non_negative(instance, attribute, value):
-    if value < 0:
+    if not value >= 0:  # also rejects nan
         raise ValueError(f"'{attribute.name}' must be >= 0, got {value}")
 
 
@@ -164,12 +164,13 @@ def _read_toml(path: Path, chain: tuple) -> dict:
         raise RecipeError([f"not a file: {path}{where}"])
     except UnicodeDecodeError as exc:
         raise RecipeError([f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})"])
-    if not text.strip():
-        raise RecipeError([f"{path}: empty recipe (expected at least [dataset], [encoders.*] and [anchor])"])
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError([f"{path}: not valid TOML: {exc}"])
+    if not data:
+        raise RecipeError([f"{path}: empty recipe (expected at least [dataset], [encoders.*] and [anchor])"])
+    return data
 
 
 def _merge(base: dict, child: dict) -> dict:
@@ -506,8 +507,13 @@ def recipe_to_dict(recipe: Recipe) -> dict:
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escaping plus DEL, which TOML forbids raw."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
+    return key if _BARE_KEY.match(key) else _toml_string(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -522,7 +528,7 @@ def _toml_value(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):

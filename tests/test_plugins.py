@@ -46,6 +46,14 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_others_keep_working(p
             env_extra=env, check=True)
 
 
+def test_a_plugin_returning_malformed_components_is_reported_by_distribution(plugins_env):
+    env = plugins_env("malformed", "example")
+    out = run_cli("plugins", env_extra=env, check=True).stdout
+    assert "mmcore-test-malformed 0.0.1" in out
+    assert "ERROR: raised in mmcore_encoders: TypeError: component 'bad_config': config must be an attrs class" in out
+    assert "encoders: example_linear" in out
+
+
 def test_strict_mode_reraises_plugin_errors(plugins_env):
     env = plugins_env("broken")
     proc = run_cli("plugins", env_extra={**env, "MMCORE_STRICT_PLUGINS": "1"})
