@@ -33,6 +33,7 @@ _LAZY = {
     "load": "mmcore.trained",
     "TrainedModel": "mmcore.trained",
     "RunLoadError": "mmcore.trained",
+    "testing": "mmcore.testing",
 }
 
 __all__ = [
@@ -46,5 +47,6 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        return module if module.__name__ == f"mmcore.{name}" else getattr(module, name)
     raise AttributeError(f"module 'mmcore' has no attribute {name!r}")

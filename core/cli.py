@@ -161,6 +161,89 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _load_model(run_dir: str):
+    from .trained import load
+
+    return load(run_dir)
+
+
+def _use_errors():
+    from .deploy import OutputExists
+    from .trained import RunLoadError
+
+    return (OutputExists, RunLoadError, FileNotFoundError, ValueError, KeyError)
+
+
+def cmd_embed(args) -> int:
+    from .deploy import embed_file
+
+    try:
+        out = embed_file(_load_model(args.run_dir), args.modality, Path(args.input), Path(args.out),
+                         args.batch_size, args.overwrite)
+    except _use_errors() as exc:
+        return _error(str(exc))
+    print(f"{args.out}: {out.shape[0]} x {out.shape[1]} embeddings of {args.modality}", file=sys.stderr)
+    return 0
+
+
+def cmd_index(args) -> int:
+    from .deploy import build_index_dir
+
+    try:
+        meta = build_index_dir(_load_model(args.run_dir), args.modality, Path(args.input), Path(args.out),
+                               args.factory, args.nprobe, Path(args.ids) if args.ids else None, args.batch_size,
+                               args.overwrite)
+    except _use_errors() as exc:
+        return _error(str(exc))
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+def cmd_search(args) -> int:
+    import numpy as np
+
+    from .deploy import search_index
+
+    try:
+        ids, scores = search_index(Path(args.index_dir), _load_model(args.run), args.modality, Path(args.queries),
+                                   args.k, args.batch_size)
+    except _use_errors() as exc:
+        return _error(str(exc))
+    if args.out:
+        if Path(args.out).exists() and not args.overwrite:
+            return _error(f"{args.out} already exists; pass --overwrite or choose another --out")
+        np.savez(args.out, ids=ids, scores=scores)
+    else:
+        for i, (row_ids, row_scores) in enumerate(zip(ids, scores)):
+            print(f"{i}\t" + "\t".join(f"{j}:{v:.4f}" for j, v in zip(row_ids, row_scores)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .deploy import export_encoders
+
+    try:
+        files = export_encoders(_load_model(args.run_dir), args.format, Path(args.out), args.overwrite)
+    except ImportError as exc:
+        return _error(f"--format {args.format} needs an extra package: {exc.name or exc} (pip install it)")
+    except _use_errors() as exc:
+        return _error(str(exc))
+    for path in files:
+        print(path)
+    return 0
+
+
+def cmd_new_plugin(args) -> int:
+    from .scaffold import new_plugin
+
+    try:
+        root = new_plugin(args.name, args.kind, Path(args.out))
+    except (ValueError, FileExistsError) as exc:
+        return _error(str(exc))
+    print(f"wrote {root}\nnext: pip install -e {root} && python -m pytest {root / 'tests'}")
+    return 0
+
+
 def _fresh_path(stem: Path, suffix: str) -> Path:
     n = 1
     while Path(f"{stem}-{n}{suffix}").exists():
@@ -212,6 +295,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG of the heat maps side by side (default: a fresh mmcore-report-<n>.png)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_report)
+
+    def use_command(name: str, help_text: str, input_help: str | None = "INPUT.npy: [rows, input_dim] array"):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `mmcore run`")
+        p.add_argument("--modality", required=True, help="which encoder to use")
+        if input_help:
+            p.add_argument("input", metavar="INPUT.npy", help=input_help + " (read as a memory map)")
+        p.add_argument("--out", required=True)
+        p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+        p.add_argument("--batch-size", type=int, default=4096)
+        return p
+
+    use_command("embed", "embed an array of one modality into the run's shared space (.npy out)").set_defaults(
+        func=cmd_embed)
+    p = use_command("index", "embed an array and build a faiss index directory of it")
+    p.add_argument("--factory", default="Flat", help='faiss index factory string: "Flat" (exact, default), '
+                   '"IVF4096,Flat", "HNSW32,Flat", ...; approximate ones report their recall against exact')
+    p.add_argument("--nprobe", type=int, default=16, help="IVF lists searched per query")
+    p.add_argument("--ids", help="IDS.npy: one id per row (default: row numbers)")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search an index with queries of any modality of the run")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="the run whose encoder embeds the queries")
+    p.add_argument("--modality", required=True, help="modality of the queries")
+    p.add_argument("queries", metavar="QUERY.npy")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--out", help="write ids and scores to an .npz instead of printing them")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("export", help="write the encoders so they run without mmcore installed")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", choices=["torchscript", "onnx", "safetensors"], default="torchscript")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    from .scaffold import KIND_CHOICES
+
+    p = sub.add_parser("new-plugin", help="write a ready plugin package (entry point, component, test, README)")
+    p.add_argument("name", help="component name, e.g. my_loss (the package becomes mmcore-my-loss)")
+    p.add_argument("--kind", choices=KIND_CHOICES, default="encoder")
+    p.add_argument("--out", default=".", help="parent directory (default: here)")
+    p.set_defaults(func=cmd_new_plugin)
     _plugin_commands(sub)
     return parser
 
@@ -230,7 +359,11 @@ def _plugin_commands(sub) -> None:
 
 def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `mmcore search ... | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from .contracts import KINDS, Component
 BUILTIN_DISTRIBUTION = "mmcore"
 BUILTIN_MODULES = (
     "mmcore.builtins.encoders",
+    "mmcore.builtins.anchors",
     "mmcore.builtins.losses",
     "mmcore.builtins.synthetic",
     "mmcore.builtins.evaluators",

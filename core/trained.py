@@ -62,7 +62,7 @@ class TrainedModel:
         encoder = self.module.encoders[modality]
         out = np.empty((len(inputs), self.dim), dtype=np.float32)
         for start in range(0, len(inputs), batch_size):
-            chunk = torch.as_tensor(np.asarray(inputs[start:start + batch_size]), dtype=torch.float32)
+            chunk = torch.from_numpy(np.array(inputs[start:start + batch_size], dtype=np.float32))
             z = torch.nn.functional.normalize(encoder(chunk.to(self.device)), dim=-1)
             out[start:start + len(chunk)] = z.float().cpu().numpy()
             if progress:

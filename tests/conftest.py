@@ -44,7 +44,7 @@ def pip_install_target(packages, target: Path) -> dict:
     except ImportError:
         isolation = []
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation, "--target", str(target),
-           *[str(PLUGIN_PACKAGES / p) for p in packages]]
+           *[str(PLUGIN_PACKAGES / p) if isinstance(p, str) else str(p) for p in packages]]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
 
