@@ -1,0 +1,1 @@
+"""CentroBind centroid anchors for mmcore (registered through the ``mmcore`` entry-point group)."""
