@@ -107,11 +107,15 @@ def term_loss(loss: nn.Module, term) -> torch.Tensor:
     targets = torch.arange(n, device=mask.device) + rank * n
     mask_all = gather_no_grad(mask)
     labels = None if term.labels is None else gather_no_grad(term.labels)
-    rows = loss.rows(term.query, gather_with_grad(term.key), targets, labels, mask_all, "forward")
-    total = torch.where(mask, rows, 0.0).sum()
-    if term.symmetric:
-        back = loss.rows(term.key, gather_with_grad(term.query), targets, labels, mask_all, "reverse")
-        total = (total + torch.where(mask, back, 0.0).sum()) / 2
+    if term.symmetric and world == 1 and hasattr(loss, "pair_rows"):  # one matmul for both directions
+        rows, back = loss.pair_rows(term.query, term.key, labels, mask_all)
+        total = (torch.where(mask, rows, 0.0).sum() + torch.where(mask, back, 0.0).sum()) / 2
+    else:
+        rows = loss.rows(term.query, gather_with_grad(term.key), targets, labels, mask_all, "forward")
+        total = torch.where(mask, rows, 0.0).sum()
+        if term.symmetric:
+            back = loss.rows(term.key, gather_with_grad(term.query), targets, labels, mask_all, "reverse")
+            total = (total + torch.where(mask, back, 0.0).sum()) / 2
     count = sum_over_ranks(mask.sum().to(rows.dtype)).clamp_min(1.0)
     return total * world / count
 

@@ -52,12 +52,31 @@ def test_candidate_labels_restrict_negatives_like_hand_mask():
 
 
 def test_invalid_candidates_are_never_negatives_and_rows_stay_finite():
-    q, k = torch.tensor(Q), torch.tensor(K)
+    q, k = torch.tensor(Q, requires_grad=True), torch.tensor(K)
     valid = torch.tensor([True, False, True])
     rows = mmcore.info_nce_rows(q, k, torch.arange(3), torch.tensor(3.0), candidate_valid=valid)
     allowed = [[bool(valid[j]) for j in range(3)] for _ in range(3)]
-    assert rows.tolist() == pytest.approx(hand_rows(Q, K, [0, 1, 2], 3.0, allowed), rel=1e-5)
+    expected = hand_rows(Q, K, [0, 1, 2], 3.0, allowed)
+    assert [rows[0].item(), rows[2].item()] == pytest.approx([expected[0], expected[2]], rel=1e-5)
+    # row 1's own positive is invalid: its value is meaningless but finite, and dropping it leaves no NaN
     assert torch.isfinite(rows).all()
+    torch.where(valid, rows, 0.0).sum().backward()
+    assert torch.isfinite(q.grad).all() and q.grad[1].abs().sum() == 0
+
+
+def test_pair_rows_equal_two_row_calls_with_masks_and_labels():
+    from mmcore.builtins.losses import info_nce_pair_rows
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(9, 4, generator=gen), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(9, 4, generator=gen), dim=1)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0, 2, 2, 1])
+    valid = torch.tensor([True, True, False, True, True, True, False, True, True])
+    targets = torch.arange(9)
+    for lab in (None, labels):
+        forward, reverse = info_nce_pair_rows(q, k, torch.tensor(5.0), lab, valid)
+        torch.testing.assert_close(forward, mmcore.info_nce_rows(q, k, targets, torch.tensor(5.0), lab, valid))
+        torch.testing.assert_close(reverse, mmcore.info_nce_rows(k, q, targets, torch.tensor(5.0), lab, valid))
 
 
 def test_symmetric_term_loss_is_the_mean_of_both_directions_over_valid_rows():

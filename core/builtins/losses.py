@@ -15,9 +15,25 @@ from ..contracts import Component
 from ..hookspecs import hookimpl
 
 
+MASKED_LOGIT = -1.0e4
+"""Logit given to excluded candidates: ``exp`` of it underflows to exactly 0 next to any real logit (|logit| <= the
+logit-scale clamp), yet it stays finite, so rows that lose every candidate (padding rows) give no NaN gradients."""
+
+
+def _excluded(candidate_labels, row_labels, candidate_valid):
+    """``[n, N]`` (or broadcastable) bool: which logits to exclude, or None."""
+    excluded = None
+    if candidate_valid is not None:
+        excluded = ~candidate_valid[None, :]
+    if candidate_labels is not None:
+        other = candidate_labels[None, :] != row_labels[:, None]
+        excluded = other if excluded is None else excluded | other
+    return excluded
+
+
 def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None, candidate_valid=None,
                   tile_size: int = 0):
-    """Per-row InfoNCE: ``-log softmax_j(s * q_i . c_j)[targets_i]`` over the allowed candidates ``j``.
+    """Per-row InfoNCE: ``log sum_j exp(s q_i.c_j) - s q_i.c_targets_i`` over the allowed candidates ``j``.
 
     query:            ``[n, d]``
     candidates:       ``[N, d]``
@@ -29,7 +45,7 @@ def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None
     candidate_valid:  optional ``[N]`` bool; invalid candidates are never negatives
     tile_size:        0 builds the ``[n, N]`` logits; ``> 0`` computes the same values and gradients in
                       ``tile_size x tile_size`` blocks (memory ``O((n + N) d + tile_size^2)``, see ``tiled.py``)
-    Returns ``[n]``. A row's own positive is always kept, so every row is finite.
+    Returns ``[n]``, always finite. A row whose own positive is invalid has a meaningless value: drop it.
     """
     import torch
 
@@ -41,18 +57,34 @@ def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None
                                tile_size) - positive
 
     logits = logit_scale * (query @ candidates.T)
-    allowed = None
-    if candidate_valid is not None:
-        allowed = candidate_valid[None, :].expand_as(logits)
-    if candidate_labels is not None:
-        same = candidate_labels[None, :] == candidate_labels[targets][:, None]
-        allowed = same if allowed is None else allowed & same
-    if allowed is not None:
-        is_target = torch.zeros_like(logits, dtype=torch.bool)
-        is_target[torch.arange(len(targets), device=targets.device), targets] = True
-        logits = logits.masked_fill(~(allowed | is_target), float("-inf"))
     positive = logits.gather(1, targets[:, None]).squeeze(1)
+    row_labels = None if candidate_labels is None else candidate_labels[targets]
+    excluded = _excluded(candidate_labels, row_labels, candidate_valid)
+    if excluded is not None:
+        logits = logits.masked_fill(excluded, MASKED_LOGIT)
     return torch.logsumexp(logits, dim=1) - positive
+
+
+def info_nce_pair_rows(query, key, logit_scale, labels=None, valid=None, mask_reverse_labels: bool = True):
+    """Both directions of a symmetric term in one process, from one ``[B, B]`` matmul.
+
+    Equal to ``info_nce_rows(query, key, arange(B), ...)`` and ``info_nce_rows(key, query, arange(B), ...)``
+    (``labels``/``valid`` are per pair, ``[B]``); returns ``(forward [B], reverse [B])``. The runner uses it when a
+    loss offers ``pair_rows`` and there is a single process; it halves the matmuls of the two separate calls.
+    """
+    import torch
+
+    logits = logit_scale * (query @ key.T)
+    positive = logits.diagonal()
+    forward = logits
+    excluded = _excluded(labels, labels, valid)
+    if excluded is not None:
+        forward = logits.masked_fill(excluded, MASKED_LOGIT)
+    reverse = logits.T
+    excluded = _excluded(labels if mask_reverse_labels else None, labels, valid)
+    if excluded is not None:
+        reverse = reverse.masked_fill(excluded, MASKED_LOGIT)
+    return torch.logsumexp(forward, dim=1) - positive, torch.logsumexp(reverse, dim=1) - positive
 
 
 @attrs.frozen
@@ -92,6 +124,13 @@ def _make_infonce_module():
         def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward"):
             """``[n]`` row losses; every valid candidate is a negative (``candidate_labels`` are ignored)."""
             return info_nce_rows(query, candidates, targets, self.logit_scale, None, candidate_valid, self.tile_size)
+
+        def pair_rows(self, query, key, labels=None, valid=None):
+            """Both directions at once (single process): ``(forward [B], reverse [B])``."""
+            if self.tile_size:
+                targets = torch.arange(len(query), device=query.device)
+                return self.rows(query, key, targets, None, valid), self.rows(key, query, targets, None, valid)
+            return info_nce_pair_rows(query, key, self.logit_scale, None, valid)
 
     return InfoNCE
 

@@ -11,18 +11,19 @@ from __future__ import annotations
 import torch
 
 
-def _allowed(rows: slice, cols: slice, targets, row_labels, labels, valid, shape, device):
-    """``[tile_n, tile_N]`` bool mask of a block, or None when every candidate is allowed."""
-    allowed = None
+MASKED_LOGIT = -1.0e4  # as in losses.py: exp underflows to 0, but finite
+
+
+def _block_logits(q, c, scale, rows: slice, cols: slice, row_labels, labels, valid):
+    """``[tile_n, tile_N]`` fp32 logits of one block, excluded candidates set to MASKED_LOGIT."""
+    logits = (q[rows] @ c[cols].T).float() * scale
+    excluded = None
     if valid is not None:
-        allowed = valid[cols][None, :].expand(shape)
+        excluded = ~valid[cols][None, :]
     if labels is not None:
-        same = labels[cols][None, :] == row_labels[rows][:, None]
-        allowed = same if allowed is None else allowed & same
-    if allowed is None:
-        return None
-    col_index = torch.arange(cols.start, cols.start + shape[1], device=device)
-    return allowed | (targets[rows][:, None] == col_index[None, :])
+        other = labels[cols][None, :] != row_labels[rows][:, None]
+        excluded = other if excluded is None else excluded | other
+    return logits if excluded is None else logits.masked_fill(excluded, MASKED_LOGIT)
 
 
 def _blocks(n: int, tile: int):
@@ -39,16 +40,12 @@ class _TiledLogSumExp(torch.autograd.Function):
             running_max = torch.full((rows.stop - rows.start,), float("-inf"), device=q.device)
             running_sum = torch.zeros(rows.stop - rows.start, device=q.device)
             for cols in _blocks(big_n, tile):
-                logits = (q[rows] @ c[cols].T).float() * scale
-                allowed = _allowed(rows, cols, targets, row_labels, labels, valid, logits.shape, q.device)
-                if allowed is not None:
-                    logits = logits.masked_fill(~allowed, float("-inf"))
+                logits = _block_logits(q, c, scale, rows, cols, row_labels, labels, valid)
                 new_max = torch.maximum(running_max, logits.max(dim=1).values)
-                safe_max = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
-                running_sum = running_sum * torch.exp(running_max - safe_max) + torch.exp(
-                    logits - safe_max[:, None]).sum(1)
+                running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(
+                    logits - new_max[:, None]).sum(1)
                 running_max = new_max
-            lse[rows] = running_max + torch.log(running_sum)  # finite: each row's positive is always allowed
+            lse[rows] = running_max + torch.log(running_sum)
         ctx.save_for_backward(q, c, scale, targets, lse, labels, valid)
         ctx.tile = tile
         return lse
@@ -65,24 +62,24 @@ class _TiledLogSumExp(torch.autograd.Function):
             q_block = q[rows].float()
             for cols in _blocks(c.shape[0], tile):
                 c_block = c[cols].float()
-                dots = (q[rows] @ c[cols].T).float()
-                # p_ij * g_i: the softmax weight of each allowed candidate, times the row's incoming gradient
-                weights = torch.exp(dots * scale - lse[rows][:, None]) * grad_lse[rows][:, None]
-                allowed = _allowed(rows, cols, targets, row_labels, labels, valid, dots.shape, q.device)
-                if allowed is not None:
-                    weights = weights.masked_fill(~allowed, 0.0)
+                logits = _block_logits(q, c, scale, rows, cols, row_labels, labels, valid)
+                # p_ij * g_i: each candidate's softmax weight times the row's incoming gradient; excluded
+                # candidates are constants (MASKED_LOGIT), so they pass no gradient to q, c or the scale
+                weights = torch.exp(logits - lse[rows][:, None]) * grad_lse[rows][:, None]
+                if labels is not None or valid is not None:
+                    weights = weights.masked_fill(logits == MASKED_LOGIT, 0.0)
                 dq[rows] += scale * (weights @ c_block)
                 dc[cols] += scale * (weights.T @ q_block)
-                dscale += (weights * dots).sum()
+                dscale += (weights * (q[rows] @ c[cols].T).float()).sum()
         return dq.to(q.dtype), dc.to(c.dtype), dscale.to(scale.dtype), None, None, None, None
 
 
 def tiled_logsumexp(q, c, scale, targets, labels=None, valid=None, tile: int = 4096):
     """``[n]`` masked log-sum-exp of ``scale * q @ c.T`` over columns, computed in ``tile x tile`` blocks.
 
-    q: ``[n, d]``, c: ``[N, d]``, scale: scalar tensor, targets: ``[n]`` column of each row's positive (always
-    allowed), labels: optional ``[N]`` ids (row ``i`` sees only columns with ``labels == labels[targets[i]]``),
-    valid: optional ``[N]`` bool.
+    q: ``[n, d]``, c: ``[N, d]``, scale: scalar tensor, targets: ``[n]`` column of each row's positive,
+    labels: optional ``[N]`` ids (row ``i`` sees only columns with ``labels == labels[targets[i]]``),
+    valid: optional ``[N]`` bool. Excluded candidates get a finite ``MASKED_LOGIT``, exactly as the plain loss.
     """
     scale = torch.as_tensor(scale, dtype=torch.float32, device=q.device)
     return _TiledLogSumExp.apply(q, c, scale, targets, labels, valid, int(tile))
