@@ -286,8 +286,26 @@ def make_converter() -> cattrs.Converter:
     return converter
 
 
+def toml_keys(cls: type) -> dict:
+    """attribute name -> recipe key of an attrs class: the same, unless renamed with
+    ``Annotated[T, cattrs.gen.override(rename="key")]`` (e.g. ``lambda_`` -> ``lambda``, a Python keyword)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: no renames
+        hints = {}
+    keys = {}
+    for field in attrs.fields(cls):
+        key = field.name
+        for extra in getattr(hints.get(field.name), "__metadata__", ()):
+            key = getattr(extra, "rename", None) or key
+        keys[field.name] = key
+    return keys
+
+
 def _field_names(cls: type) -> list:
-    return [f.name for f in attrs.fields(cls)]
+    return list(toml_keys(cls).values())
 
 
 def _describe(exc: BaseException, type_: Any) -> tuple[str, str]:
@@ -313,6 +331,14 @@ def _describe(exc: BaseException, type_: Any) -> tuple[str, str]:
     if named:  # attrs validator message: "'field' must be > 0, got -1"
         return named.group(1), named.group(2)
     return "", message or type(exc).__name__
+
+
+def _rename_validator_path(line: str, cls: type) -> str:
+    """Validator messages name attributes (``lambda_``); recipes name keys (``lambda``)."""
+    for attribute, key in toml_keys(cls).items():
+        if attribute != key:
+            line = re.sub(rf"\.{attribute}:", f".{key}:", line)
+    return line
 
 
 def _join(path: str, part: str) -> str:
@@ -360,7 +386,7 @@ class _Structurer:
             for sub in _leaves(exc):
                 if isinstance(sub, ForbiddenExtraKeysError):
                     sub.mmcore_core_keys = list(core_keys)
-            self.problems += flatten_errors(exc, path)
+            self.problems += [_rename_validator_path(line, cls) for line in flatten_errors(exc, path)]
             return None
 
     def component(self, data: Any, kind: str, path: str, core: dict | None = None) -> Any:

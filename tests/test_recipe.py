@@ -74,3 +74,25 @@ def test_an_override_that_renames_a_component_replaces_its_section_whatever_the_
     assert out["encoders"]["text"] == {"name": "linear", "bias": False}
     same = apply_overrides(raw, ["encoders.text.name=mlp", "encoders.text.dropout=0.1"])
     assert same["encoders"]["text"] == {"name": "mlp", "hidden": [8], "dropout": 0.1}
+
+
+def test_renamed_keys_are_used_in_suggestions_and_validator_messages():
+    from typing import Annotated
+
+    import attrs
+    from cattrs.gen import override
+
+    from mmcore.recipe import _Structurer, toml_keys
+
+    @attrs.frozen
+    class Config:
+        lambda_: Annotated[float, override(rename="lambda")] = attrs.field(default=0.1,
+                                                                           validator=attrs.validators.ge(0.0))
+
+    assert toml_keys(Config) == {"lambda_": "lambda"}
+    s = _Structurer(mmcore.get_registry())
+    s.converter.register_structure_hook(Config, __import__("cattrs").gen.make_dict_structure_fn(
+        Config, s.converter, _cattrs_forbid_extra_keys=True, lambda_=override(rename="lambda")))
+    assert s.attrs_class({"lamda": 1.0}, Config, "anchor") is None
+    assert s.attrs_class({"lambda": -1.0}, Config, "anchor") is None
+    assert s.problems == ["anchor.lamda: unknown key; did you mean 'lambda'?", "anchor.lambda: must be >= 0.0: -1.0"]

@@ -1,0 +1,1 @@
+"""EmergentBridge bridge anchors with orthogonal proxy alignment for mmcore (``mmcore`` entry-point group)."""
