@@ -540,10 +540,14 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
 
     t = recipe.trainer
     interactive = sys.stdout.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="epoch{epoch}-step{step}", auto_insert_metric_name=False,
-        monitor="val/loss", mode="min", save_top_k=1, save_last=True,
+    # best-by-validation-loss, and last.ckpt at every epoch end. Not `save_last=True` on the monitored checkpoint:
+    # Lightning rewrites that last.ckpt only in epochs where the best one changes, so it goes stale.
+    best = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best-epoch{epoch}-step{step}", auto_insert_metric_name=False,
+        monitor="val/loss", mode="min", save_top_k=1,
     )
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           every_n_epochs=1, enable_version_counter=False)
     options = dict(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
@@ -556,7 +560,7 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
         deterministic=t.deterministic,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False),
         # last.ckpt at every epoch end (exact resume); interrupted.ckpt when a run stops on SIGTERM/Ctrl-C/error
-        callbacks=[checkpoint, RandomState(), InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt")],
+        callbacks=[best, last, RandomState(), InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt")],
         default_root_dir=str(run_dir),
         enable_progress_bar=interactive,
         enable_model_summary=interactive,
