@@ -1,0 +1,1 @@
+"""The UCI Multiple Features handwritten digits (six feature views = six modalities) for mmcore."""

@@ -1,0 +1,1 @@
+"""A frozen sentence-transformers text encoder (fixed vocabulary of texts) with a trainable projection, for mmcore."""
