@@ -293,7 +293,8 @@ class EpochShuffle(torch.utils.data.Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        for chunk in torch.randperm(self.size, generator=generator).split(1 << 16):
+            yield from chunk.tolist()  # 8 bytes per row held, not a Python list of every index
 
     def __len__(self) -> int:
         return self.size
@@ -309,7 +310,8 @@ class BindingData(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
 
-    def _loader(self, dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
+    def loader(self, dataset, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        """A DataLoader in the batch contract over any split (batched fetch when the dataset offers it)."""
         batched = hasattr(dataset, "__getitems__") and (
             not isinstance(dataset, Subset) or hasattr(dataset.dataset, "__getitems__"))
         return DataLoader(
@@ -324,14 +326,14 @@ class BindingData(L.LightningDataModule):
 
     def train_dataloader(self):
         # drop_last keeps every rank's batch the same shape, which the cross-rank gather needs
-        return self._loader(self.splits.train, shuffle=True, drop_last=True)
+        return self.loader(self.splits.train, shuffle=True, drop_last=True)
 
     def val_dataloader(self):
-        return self._loader(self.splits.val, shuffle=False)
+        return self.loader(self.splits.val, shuffle=False)
 
     def test_dataloader(self):
         reference = Subset(self.splits.train, range(min(REFERENCE_SIZE, len(self.splits.train))))
-        return [self._loader(self.splits.test, shuffle=False), self._loader(reference, shuffle=False)]
+        return [self.loader(self.splits.test, shuffle=False), self.loader(reference, shuffle=False)]
 
 
 # ------------------------------------------------------------------------------------------ assembling

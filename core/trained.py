@@ -73,13 +73,16 @@ class TrainedModel:
         """Embed every modality of one of the run's dataset splits -> :class:`mmcore.EmbeddedSplit`."""
         from .contracts import EmbeddedSplit
 
-        dataset = getattr(self.data.splits, split)
-        z, present = {}, {}
-        for m in self.modalities:
-            inputs, mask = dataset.inputs[m], dataset.present[m]
-            z[m] = self.encode(m, inputs.numpy())
-            present[m] = mask.numpy().astype(bool)
-        return EmbeddedSplit(z=z, present=present, labels=None if dataset.labels is None else dataset.labels.numpy(),
+        z, present, labels = {m: [] for m in self.modalities}, {m: [] for m in self.modalities}, []
+        for batch in self.data.loader(getattr(self.data.splits, split)):  # in-memory or streamed alike
+            for m in self.modalities:
+                z[m].append(self.encode(m, batch["inputs"][m].numpy()))
+                present[m].append(batch["present"][m].numpy().astype(bool))
+            if batch.get("label") is not None:
+                labels.append(np.asarray(batch["label"]))
+        return EmbeddedSplit(z={m: np.concatenate(v) for m, v in z.items()},
+                             present={m: np.concatenate(v) for m, v in present.items()},
+                             labels=np.concatenate(labels) if labels else None,
                              trained_pairs=self.module.trained_pairs, class_names=self.data.splits.class_names)
 
 
