@@ -28,6 +28,7 @@ _LAZY = {
     "info_nce_rows": "mmcore.builtins.losses",
     "ranks_of_positives": "mmcore.builtins.evaluators",
     "build_index": "mmcore.builtins.evaluators",
+    "recall_at_k": "mmcore.builtins.evaluators",
     "class_prototypes": "mmcore.builtins.evaluators",
     "gather_with_grad": "mmcore.runner",
     "load": "mmcore.trained",

@@ -83,31 +83,40 @@ class RetrievalConfig:
     nprobe: int = attrs.field(default=16, validator=attrs.validators.gt(0))
 
 
+def recall_at_k(queries, gallery, ks=(1,), chunk_size: int = 4096, index: str = "Flat", nprobe: int = 16) -> dict:
+    """``{k: fraction of queries whose partner gallery[i] is among their k nearest gallery rows}``.
+
+    queries, gallery: ``[n, d]`` L2-normalised, row ``i`` of each is a true pair. Cosine search with faiss
+    (:func:`build_index`; exact ``"Flat"`` by default), in query chunks: memory ``chunk_size x k``, never ``n x n``.
+    """
+    import numpy as np
+
+    n = len(queries)
+    searcher = build_index(gallery, index, nprobe)
+    hits = dict.fromkeys(ks, 0)
+    for start in range(0, n, chunk_size):
+        chunk = np.ascontiguousarray(queries[start:start + chunk_size], dtype=np.float32)
+        _, found = searcher.search(chunk, min(max(ks), n))
+        truth = np.arange(start, start + len(chunk))[:, None]
+        for k in ks:
+            hits[k] += int((found[:, :k] == truth).any(1).sum())
+    return {k: hits[k] / max(n, 1) for k in ks}
+
+
 def retrieval(split, config: RetrievalConfig = RetrievalConfig()) -> dict:
     """Recall@K and mean rank for every ordered pair ``query -> gallery`` on the samples having both.
 
     The gallery holds the gallery-modality embeddings of those samples; query ``i``'s true partner is gallery
     item ``i``. Chance Recall@1 is ``1 / n``.
     """
-    import numpy as np
-
     metrics, per_pair = {}, {}
-    k_max = max(config.ks)
     for q, g in itertools.permutations(split.modalities, 2):
         rows = split.present[q] & split.present[g]
-        n = int(rows.sum())
-        if n == 0:
+        if not rows.any():
             continue
         queries, gallery = split.z[q][rows], split.z[g][rows]
-        index = build_index(gallery, config.index, config.nprobe)
-        hits = np.zeros(len(config.ks))
-        for start in range(0, n, config.chunk_size):
-            chunk = np.ascontiguousarray(queries[start:start + config.chunk_size], dtype=np.float32)
-            _, found = index.search(chunk, min(k_max, n))
-            truth = np.arange(start, start + len(chunk))[:, None]
-            for j, k in enumerate(config.ks):
-                hits[j] += (found[:, :k] == truth).any(1).sum()
-        values = {f"R@{k}": float(hits[j] / n) for j, k in enumerate(config.ks)}
+        recalls = recall_at_k(queries, gallery, config.ks, config.chunk_size, config.index, config.nprobe)
+        values = {f"R@{k}": float(value) for k, value in recalls.items()}
         values["mean_rank"] = float(ranks_of_positives(queries, gallery, config.chunk_size).mean())
         per_pair[q, g] = values
         metrics.update({f"retrieval/{q}->{g}/{key}": value for key, value in values.items()})
