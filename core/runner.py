@@ -179,9 +179,9 @@ class BindingModule(L.LightningModule):
         return total
 
     def _check_finite(self, losses: dict) -> bool:
-        bad = {name: value.item() for name, value in losses.items() if not torch.isfinite(value)}
-        if not bad:
+        if bool(torch.isfinite(torch.stack([v.detach() for v in losses.values()])).all()):  # one sync per step
             return True
+        bad = {name: value.item() for name, value in losses.items() if not torch.isfinite(value)}
         if self.recipe.trainer.on_nonfinite == "skip":
             self.skipped_batches += 1
             self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, batch_size=1)

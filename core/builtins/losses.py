@@ -20,15 +20,23 @@ MASKED_LOGIT = -1.0e4
 logit-scale clamp), yet it stays finite, so rows that lose every candidate (padding rows) give no NaN gradients."""
 
 
-def _excluded(candidate_labels, row_labels, candidate_valid):
-    """``[n, N]`` (or broadcastable) bool: which logits to exclude, or None."""
-    excluded = None
-    if candidate_valid is not None:
-        excluded = ~candidate_valid[None, :]
+def _column_bias(candidate_valid):
+    """``[N]`` additive logit bias: 0 for valid candidates, MASKED_LOGIT for invalid ones (None: all valid).
+    Adding a vector costs one pass and its backward is free, unlike filling an ``[n, N]`` mask."""
+    if candidate_valid is None:
+        return None
+    import torch
+
+    return (~candidate_valid).to(torch.float32) * MASKED_LOGIT
+
+
+def _restrict(logits, row_labels, candidate_labels, bias, bias_dim: int):
+    """Exclude invalid candidates (additive bias along ``bias_dim``) and other-modality candidates (labels)."""
+    if bias is not None:
+        logits = logits + (bias[None, :] if bias_dim == 1 else bias[:, None])
     if candidate_labels is not None:
-        other = candidate_labels[None, :] != row_labels[:, None]
-        excluded = other if excluded is None else excluded | other
-    return excluded
+        logits = logits.masked_fill(candidate_labels[None, :] != row_labels[:, None], MASKED_LOGIT)
+    return logits
 
 
 def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None, candidate_valid=None,
@@ -56,13 +64,10 @@ def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None
         return tiled_logsumexp(query, candidates, logit_scale, targets, candidate_labels, candidate_valid,
                                tile_size) - positive
 
-    logits = logit_scale * (query @ candidates.T)
-    positive = logits.gather(1, targets[:, None]).squeeze(1)
     row_labels = None if candidate_labels is None else candidate_labels[targets]
-    excluded = _excluded(candidate_labels, row_labels, candidate_valid)
-    if excluded is not None:
-        logits = logits.masked_fill(excluded, MASKED_LOGIT)
-    return torch.logsumexp(logits, dim=1) - positive
+    logits = _restrict(logit_scale * (query @ candidates.T), row_labels, candidate_labels,
+                       _column_bias(candidate_valid), 1)
+    return -torch.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
 
 
 def info_nce_pair_rows(query, key, logit_scale, labels=None, valid=None, mask_reverse_labels: bool = True):
@@ -70,21 +75,16 @@ def info_nce_pair_rows(query, key, logit_scale, labels=None, valid=None, mask_re
 
     Equal to ``info_nce_rows(query, key, arange(B), ...)`` and ``info_nce_rows(key, query, arange(B), ...)``
     (``labels``/``valid`` are per pair, ``[B]``); returns ``(forward [B], reverse [B])``. The runner uses it when a
-    loss offers ``pair_rows`` and there is a single process; it halves the matmuls of the two separate calls.
+    loss offers ``pair_rows`` and there is a single process; it halves the matmuls of the two separate calls, and
+    the reverse direction is a softmax over columns, never a transposed copy.
     """
     import torch
 
     logits = logit_scale * (query @ key.T)
-    positive = logits.diagonal()
-    forward = logits
-    excluded = _excluded(labels, labels, valid)
-    if excluded is not None:
-        forward = logits.masked_fill(excluded, MASKED_LOGIT)
-    reverse = logits.T
-    excluded = _excluded(labels if mask_reverse_labels else None, labels, valid)
-    if excluded is not None:
-        reverse = reverse.masked_fill(excluded, MASKED_LOGIT)
-    return torch.logsumexp(forward, dim=1) - positive, torch.logsumexp(reverse, dim=1) - positive
+    bias = _column_bias(valid)
+    forward = _restrict(logits, labels, labels, bias, 1)
+    reverse = _restrict(logits, labels, labels if mask_reverse_labels else None, bias, 0)  # labels: symmetric mask
+    return (-torch.log_softmax(forward, dim=1).diagonal(), -torch.log_softmax(reverse, dim=0).diagonal())
 
 
 @attrs.frozen
