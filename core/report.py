@@ -66,24 +66,29 @@ def heatmap_figure(metrics: dict, modalities: list, trained_pairs: frozenset, ti
     return fig or ax.figure
 
 
+def subsample(split, max_points: int = PROJECTOR_POINTS, seed: int = 0):
+    """Up to ``max_points`` present test rows per modality, seeded: ``(z [n, d], modality names [n], labels [n] or
+    None)``. The 2-D map and the embedding projector show the same points."""
+    rng = np.random.default_rng(seed)
+    chunks, names, labels = [], [], []
+    for m in split.modalities:
+        rows = rng.permutation(np.flatnonzero(split.present[m]))[:max_points]
+        chunks.append(split.z[m][rows])
+        names += [m] * len(rows)
+        if split.labels is not None:
+            labels.append(split.labels[rows])
+    return np.concatenate(chunks), np.array(names), (np.concatenate(labels) if labels else None)
+
+
 def projection_2d(split, max_points: int = PROJECTOR_POINTS, seed: int = 0):
     """PCA of the test embeddings of all modalities in one shared basis.
 
     Returns ``(points [n, 2], modality names [n], labels [n] or None)`` with up to ``max_points`` per modality.
     """
-    rng = np.random.default_rng(seed)
-    chunks, names, labels = [], [], []
-    for m in split.modalities:
-        rows = np.flatnonzero(split.present[m])
-        rows = rng.permutation(rows)[:max_points]
-        chunks.append(split.z[m][rows])
-        names += [m] * len(rows)
-        if split.labels is not None:
-            labels.append(split.labels[rows])
-    points = np.concatenate(chunks)
+    points, names, labels = subsample(split, max_points, seed)
     centred = points - points.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T, np.array(names), (np.concatenate(labels) if labels else None)
+    return centred @ vt[:2].T, names, labels
 
 
 def projection_figure(split):
@@ -111,16 +116,11 @@ def write_run_pictures(run_dir: Path, split, metrics: dict, experiment=None, ste
     """Save ``recall_heatmap.png`` and ``embeddings_2d.png`` into the run directory and, given a TensorBoard
     ``SummaryWriter`` (``experiment``), log them plus the embedding projector. Returns the PNG paths written."""
     if experiment is not None:
-        points, names, labels = [], [], []
-        rng = np.random.default_rng(0)
-        for m in split.modalities:
-            rows = rng.permutation(np.flatnonzero(split.present[m]))[:PROJECTOR_POINTS]
-            points.append(split.z[m][rows])
-            names += [m] * len(rows)
-            labels += ([str(v) for v in split.labels[rows]] if split.labels is not None else ["-"] * len(rows))
         import torch
 
-        experiment.add_embedding(torch.from_numpy(np.concatenate(points)), metadata=list(zip(names, labels)),
+        points, names, labels = subsample(split)
+        labels = [str(v) for v in labels] if labels is not None else ["-"] * len(names)
+        experiment.add_embedding(torch.from_numpy(points), metadata=list(zip(names.tolist(), labels)),
                                  metadata_header=["modality", "label"], tag="test_embeddings", global_step=step)
     if not have_matplotlib():
         return []
