@@ -26,6 +26,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "TensorSplit": "mmcore.data",
     "info_nce_rows": "mmcore.builtins.losses",
+    "add_logit_scale": "mmcore.builtins.losses",
+    "clamped_logit_scale": "mmcore.builtins.losses",
     "ranks_of_positives": "mmcore.builtins.evaluators",
     "build_index": "mmcore.builtins.evaluators",
     "recall_at_k": "mmcore.builtins.evaluators",

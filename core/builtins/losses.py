@@ -99,6 +99,27 @@ class InfoNCEConfig:
     tile_size: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
+def add_logit_scale(module, temperature: float, learnable: bool, max_logit_scale: float) -> None:
+    """Give a loss module its temperature: ``module.log_logit_scale`` (an ``nn.Parameter`` when ``learnable``, else
+    a buffer; checkpointed either way) starting at ``log(1 / temperature)``, and ``module.max_log_scale``, the clamp
+    that :func:`clamped_logit_scale` applies."""
+    import torch
+    from torch import nn
+
+    init = torch.tensor(math.log(1.0 / temperature))
+    if learnable:
+        module.log_logit_scale = nn.Parameter(init)
+    else:
+        module.register_buffer("log_logit_scale", init)
+    module.max_log_scale = math.log(max_logit_scale)
+
+
+def clamped_logit_scale(module):
+    """Scalar tensor ``s = 1 / temperature`` of a module set up by :func:`add_logit_scale`, clamped at
+    ``max_logit_scale`` (CLIP's clamp; the gradient stops at the clamp)."""
+    return module.log_logit_scale.clamp(max=module.max_log_scale).exp()
+
+
 @functools.cache
 def _make_infonce_module():
     import torch
@@ -109,17 +130,12 @@ def _make_infonce_module():
 
         def __init__(self, config: InfoNCEConfig):
             super().__init__()
-            init = torch.tensor(math.log(1.0 / config.temperature))
-            if config.learnable:
-                self.log_logit_scale = nn.Parameter(init)
-            else:
-                self.register_buffer("log_logit_scale", init)
-            self.max_log_scale = math.log(config.max_logit_scale)
+            add_logit_scale(self, config.temperature, config.learnable, config.max_logit_scale)
             self.tile_size = config.tile_size
 
         @property
         def logit_scale(self):
-            return self.log_logit_scale.clamp(max=self.max_log_scale).exp()
+            return clamped_logit_scale(self)
 
         def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward"):
             """``[n]`` row losses; every valid candidate is a negative (``candidate_labels`` are ignored)."""

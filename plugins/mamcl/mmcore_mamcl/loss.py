@@ -21,7 +21,6 @@ Without labels (``candidate_labels is None``) the loss is plain InfoNCE.
 """
 
 import functools
-import math
 
 import attrs
 
@@ -47,7 +46,6 @@ def masked_directions(mask_reverse: bool) -> frozenset:
 
 @functools.cache
 def _make_mamcl_module():
-    import torch
     from torch import nn
 
     class MAMCL(nn.Module):
@@ -55,18 +53,13 @@ def _make_mamcl_module():
 
         def __init__(self, config: MAMCLConfig):
             super().__init__()
-            init = torch.tensor(math.log(1.0 / config.temperature))
-            if config.learnable:
-                self.log_logit_scale = nn.Parameter(init)
-            else:
-                self.register_buffer("log_logit_scale", init)
-            self.max_log_scale = math.log(config.max_logit_scale)
+            mmcore.add_logit_scale(self, config.temperature, config.learnable, config.max_logit_scale)
             self.masked = masked_directions(config.mask_reverse)
 
         @property
         def logit_scale(self):
             """Scalar ``s = 1 / temperature``, clamped at ``max_logit_scale`` (as the built-in ``infonce``)."""
-            return self.log_logit_scale.clamp(max=self.max_log_scale).exp()
+            return mmcore.clamped_logit_scale(self)
 
         def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward"):
             """``[n]`` row losses of ``query`` (``[n, d]``) against ``candidates`` (``[N, d]``).
