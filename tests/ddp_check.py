@@ -94,6 +94,7 @@ def worker(rank, port, queue):
         dist.all_reduce(loss)
         if rank == 0:
             queue.put((kind, loss.item() / WORLD, {n: g.tolist() for n, g in grads.items()}))
+    dist.barrier()  # no rank tears gloo down while another still talks (seen once: SIGABRT at exit)
     dist.destroy_process_group()
 
 
