@@ -96,3 +96,11 @@ def test_renamed_keys_are_used_in_suggestions_and_validator_messages():
     assert s.attrs_class({"lamda": 1.0}, Config, "anchor") is None
     assert s.attrs_class({"lambda": -1.0}, Config, "anchor") is None
     assert s.problems == ["anchor.lamda: unknown key; did you mean 'lambda'?", "anchor.lambda: must be >= 0.0: -1.0"]
+
+
+def test_a_key_ending_in_a_newline_is_quoted():
+    # found by the fuzzer: `$` in a regex also matches before a final newline
+    from mmcore.recipe import tomllib
+
+    data = {"0": {}, "0\n": [{}]}
+    assert tomllib.loads(dump_toml(data)) == data
