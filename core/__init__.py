@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "TensorSplit": "mmcore.data",
     "info_nce_rows": "mmcore.builtins.losses",
+    "info_nce_pair_rows": "mmcore.builtins.losses",
     "add_logit_scale": "mmcore.builtins.losses",
     "clamped_logit_scale": "mmcore.builtins.losses",
     "ranks_of_positives": "mmcore.builtins.evaluators",

@@ -70,15 +70,28 @@ def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None
     return -torch.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
 
 
-def info_nce_pair_rows(query, key, logit_scale, labels=None, valid=None, mask_reverse_labels: bool = True):
+def info_nce_pair_rows(query, key, logit_scale, labels=None, valid=None, mask_reverse_labels: bool = True,
+                       tile_size: int = 0):
     """Both directions of a symmetric term in one process, from one ``[B, B]`` matmul.
 
     Equal to ``info_nce_rows(query, key, arange(B), ...)`` and ``info_nce_rows(key, query, arange(B), ...)``
     (``labels``/``valid`` are per pair, ``[B]``); returns ``(forward [B], reverse [B])``. The runner uses it when a
     loss offers ``pair_rows`` and there is a single process; it halves the matmuls of the two separate calls, and
-    the reverse direction is a softmax over columns, never a transposed copy.
+    the reverse direction is a softmax over columns, never a transposed copy. ``tile_size > 0``: the same values
+    and gradients from one tiled sweep over the matrix (``tiled_pair_logsumexp``), never building it.
     """
     import torch
+
+    if tile_size > 0:
+        from .tiled import tiled_pair_logsumexp
+
+        if labels is not None and not mask_reverse_labels:
+            targets = torch.arange(len(query), device=query.device)
+            return (info_nce_rows(query, key, targets, logit_scale, labels, valid, tile_size),
+                    info_nce_rows(key, query, targets, logit_scale, None, valid, tile_size))
+        positive = logit_scale * (query * key).sum(1)
+        row_lse, col_lse = tiled_pair_logsumexp(query, key, logit_scale, labels, valid, tile_size)
+        return row_lse - positive, col_lse - positive
 
     logits = logit_scale * (query @ key.T)
     bias = _column_bias(valid)
@@ -143,10 +156,7 @@ def _make_infonce_module():
 
         def pair_rows(self, query, key, labels=None, valid=None):
             """Both directions at once (single process): ``(forward [B], reverse [B])``."""
-            if self.tile_size:
-                targets = torch.arange(len(query), device=query.device)
-                return self.rows(query, key, targets, None, valid), self.rows(key, query, targets, None, valid)
-            return info_nce_pair_rows(query, key, self.logit_scale, None, valid)
+            return info_nce_pair_rows(query, key, self.logit_scale, None, valid, tile_size=self.tile_size)
 
     return InfoNCE
 
