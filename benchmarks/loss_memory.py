@@ -3,6 +3,8 @@
     python benchmarks/loss_memory.py                 # CPU, reduced sizes (B up to 16384, d=128)
     python benchmarks/loss_memory.py --gpu           # CUDA: B from 4096 up to 65536+, d=512, fp32 and bf16
 
+The loss is ``mmcore.info_nce_pair_rows`` (both directions of a symmetric term, as the runner computes it in one
+process): plain = one ``[B, B]`` logits matrix, tiled = one tiled sweep that never builds it.
 Each configuration runs in a fresh subprocess, so peak memory is that configuration's alone: peak CUDA memory
 allocated on a GPU, peak resident set size (minus the process's size before the loss) on the CPU. Prints a table
 with the tiled/plain ratios measured in the same run.
@@ -26,11 +28,9 @@ def one(batch: int, dim: int, dtype: str, tile: int, device: str, repeats: int) 
     q = torch.nn.functional.normalize(torch.randn(batch, dim, device=device), dim=1).to(dt).requires_grad_(True)
     k = torch.nn.functional.normalize(torch.randn(batch, dim, device=device), dim=1).to(dt).requires_grad_(True)
     scale = torch.tensor(2.6, device=device).exp().requires_grad_(True)
-    targets = torch.arange(batch, device=device)
 
-    def step():
-        rows = mmcore.info_nce_rows(q, k, targets, scale, tile_size=tile)
-        back = mmcore.info_nce_rows(k, q, targets, scale, tile_size=tile)
+    def step():  # the symmetric loss as the runner computes it in one process
+        rows, back = mmcore.info_nce_pair_rows(q, k, scale, tile_size=tile)
         ((rows.float().mean() + back.float().mean()) / 2).backward()
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -61,6 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--tile", type=int, default=None)
+    parser.add_argument("--batches", default=None, help="comma-separated batch sizes (default: per device)")
+    parser.add_argument("--dtypes", default=None, help="comma-separated, from fp32,bf16 (default: per device)")
     parser.add_argument("--one", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -73,6 +75,8 @@ def main() -> None:
     else:
         device, dim, tile = "cpu", 128, args.tile or 1024
         batches, dtypes, repeats = [1024, 4096, 8192], ["fp32"], 2
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else batches
+    dtypes = args.dtypes.split(",") if args.dtypes else dtypes
     print(f"device={device} d={dim} tile={tile} (symmetric loss, forward + backward)")
     print(f"{'dtype':>5} {'B':>7} | {'plain s':>8} {'plain MiB':>10} | {'tiled s':>8} {'tiled MiB':>10} | "
           f"{'time x':>6} {'mem x':>6}")

@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                       # CPU-sized
     python benchmarks/throughput.py --gpu                 # CUDA: wide encoders, batch 8192
     python benchmarks/throughput.py --precision bf16-mixed --compile
+    python benchmarks/throughput.py --gpu --sweep        # fp32, bf16, bf16 + compile: ratios and speed-ups
 
 Both sides use the same recipe (recipes/imagebind.toml: three MLP encoders, fixed anchor, symmetric InfoNCE with a
 learnable temperature), the same initial weights, data loader, optimizer and schedule. Steps after a warm-up are
@@ -38,13 +39,14 @@ def recipe_for(args):
 
 
 class StepTimer:
-    """Wall time of steps warmup..warmup+steps, with a device sync at both ends."""
+    """Wall time of steps warmup..warmup+steps, with a device sync at both ends (and nowhere else: a sync per
+    step would stall the GPU queue and hide the host-side overhead being measured)."""
 
     def __init__(self, warmup: int, steps: int):
         self.warmup, self.steps, self.start, self.seconds = warmup, steps, None, None
 
     def tick(self, step: int) -> None:
-        if torch.cuda.is_available():
+        if step in (self.warmup, self.warmup + self.steps) and torch.cuda.is_available():
             torch.cuda.synchronize()
         if step == self.warmup:
             self.start = time.perf_counter()
@@ -122,6 +124,15 @@ def run_hand_written(args) -> float:
     return timer.seconds
 
 
+def measure(args) -> dict:
+    """Steps/s of both loops for one setting (``args.precision``, ``args.compile``): median over alternated rounds."""
+    times = {"mmcore": [], "hand-written": []}
+    for _ in range(args.rounds):
+        times["hand-written"].append(run_hand_written(args))
+        times["mmcore"].append(run_mmcore(args))
+    return {name: [args.steps / t for t in values] for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true")
@@ -132,25 +143,32 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--sweep", action="store_true",
+                        help="fp32, bf16-mixed and bf16-mixed + torch.compile in one run, with speed-ups over fp32")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     args.batch = args.batch or (8192 if args.gpu else 512)
     args.hidden = args.hidden or ("[2048,2048]" if args.gpu else "[256]")
     args.dim = args.dim or (512 if args.gpu else 128)
     args.steps = args.steps or (50 if args.gpu else 20)
+    settings = ([("32-true", False), ("bf16-mixed", False), ("bf16-mixed", True)] if args.sweep
+                else [(args.precision, args.compile)])
 
-    times = {"mmcore": [], "hand-written": []}
-    for _ in range(args.rounds):
-        times["hand-written"].append(run_hand_written(args))
-        times["mmcore"].append(run_mmcore(args))
     device = torch.cuda.get_device_name(0) if args.gpu else "cpu"
-    print(f"device={device} batch={args.batch} hidden={args.hidden} dim={args.dim} precision={args.precision} "
-          f"compile={args.compile} steps={args.steps} (after {args.warmup} warm-up), {args.rounds} rounds")
-    print(f"{'loop':>13} {'steps/s (median)':>17} {'all rounds':>24}")
-    rate = {k: args.steps / statistics.median(v) for k, v in times.items()}
-    for name, values in times.items():
-        print(f"{name:>13} {rate[name]:>17.2f} {', '.join(f'{args.steps / v:.2f}' for v in values):>24}")
-    print(f"mmcore / hand-written throughput: {rate['mmcore'] / rate['hand-written']:.3f}")
+    print(f"device={device} torch={torch.__version__} batch={args.batch} hidden={args.hidden} dim={args.dim} "
+          f"steps={args.steps} (after {args.warmup} warm-up), {args.rounds} rounds, median steps/s")
+    print(f"{'precision':>10} {'compile':>7} | {'mmcore':>8} {'hand':>8} {'ratio':>6} | {'speed-up vs first':>17} | "
+          f"all rounds (mmcore; hand)")
+    first = None
+    for precision, compile_ in settings:
+        args.precision, args.compile = precision, compile_
+        rates = measure(args)
+        rate = {k: statistics.median(v) for k, v in rates.items()}
+        first = first or rate
+        print(f"{precision:>10} {str(compile_):>7} | {rate['mmcore']:>8.2f} {rate['hand-written']:>8.2f} "
+              f"{rate['mmcore'] / rate['hand-written']:>6.3f} | {rate['mmcore'] / first['mmcore']:>17.2f} | "
+              f"{', '.join(f'{r:.2f}' for r in rates['mmcore'])}; "
+              f"{', '.join(f'{r:.2f}' for r in rates['hand-written'])}", flush=True)
 
 
 if __name__ == "__main__":
