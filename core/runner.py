@@ -142,6 +142,7 @@ class BindingModule(L.LightningModule):
         self.class_names = class_names
         self.test_metrics: dict = {}
         self.skipped_batches = 0
+        self._pending_checks: list = []  # (host flags, CUDA event, term names, step, epoch), oldest first
         self._collected: dict = {}
         for modality, section in recipe.encoders.items():
             if section.frozen:
@@ -179,17 +180,53 @@ class BindingModule(L.LightningModule):
         return total
 
     def _check_finite(self, losses: dict) -> bool:
-        if bool(torch.isfinite(torch.stack([v.detach() for v in losses.values()])).all()):  # one sync per step
+        """False when this batch must be skipped; raises :class:`NonFiniteLoss` in ``"stop"`` mode.
+
+        On a GPU in ``"stop"`` mode the host never waits for the device here: the values are copied to pinned
+        memory asynchronously and judged once the GPU has passed them (a step or two later, and always before a
+        checkpoint is written, so no checkpoint ever holds the result of a non-finite step). ``"skip"`` must
+        decide before the update, so it synchronises every step.
+        """
+        values = torch.stack([v.detach().float() for v in losses.values()])
+        if values.is_cuda and self.recipe.trainer.on_nonfinite == "stop":
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending_checks.append((host, event, tuple(losses), self.global_step, self.current_epoch))
+            self.judge_pending_checks(wait=False)
             return True
-        bad = {name: value.item() for name, value in losses.items() if not torch.isfinite(value)}
+        return self._judge(values.cpu(), tuple(losses), self.global_step, self.current_epoch)
+
+    def judge_pending_checks(self, wait: bool) -> None:
+        """Judge the deferred GPU checks in step order: those already computed, or all of them if ``wait``."""
+        while self._pending_checks:
+            host, event, names, step, epoch = self._pending_checks[0]
+            if not wait and not event.query():
+                return
+            event.synchronize()
+            self._pending_checks.pop(0)
+            self._judge(host, names, step, epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.judge_pending_checks(wait=True)
+
+    def on_train_end(self) -> None:
+        self.judge_pending_checks(wait=True)
+
+    def _judge(self, values: torch.Tensor, names: tuple, step: int, epoch: int) -> bool:
+        if bool(torch.isfinite(values).all()):
+            return True
+        bad = {name: value.item() for name, value in zip(names, values) if not torch.isfinite(value)}
         if self.recipe.trainer.on_nonfinite == "skip":
             self.skipped_batches += 1
             self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, batch_size=1)
             return False
+        self._pending_checks.clear()
         last = Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
         good = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
         terms = ", ".join(f"{name!r} = {value}" for name, value in bad.items())
-        raise NonFiniteLoss(f"loss term {terms} at step {self.global_step} (epoch {self.current_epoch}); {good}. "
+        raise NonFiniteLoss(f"loss term {terms} at step {step} (epoch {epoch}); {good}. "
                             "Set trainer.on_nonfinite = \"skip\" to skip such batches instead.")
 
     def training_step(self, data, batch_idx):
@@ -197,7 +234,9 @@ class BindingModule(L.LightningModule):
         if total is None:
             return None
         self.log("train/temperature", 1.0 / self.loss.logit_scale.detach(), on_step=True, batch_size=1)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=1)
+        # a device tensor made by a fill kernel: logging the float would copy it host->device, a sync every step
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train/lr", torch.full((), lr, device=total.device), on_step=True, batch_size=1)
         return total
 
     def validation_step(self, data, batch_idx):
@@ -321,6 +360,7 @@ class BindingData(L.LightningDataModule):
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # lets Lightning's non_blocking copy to the GPU overlap compute
             collate_fn=batched_collate if batched else default_collate,
         )
 
@@ -523,7 +563,8 @@ class RandomState(L.Callback):
 
 
 class InterruptCheckpoint(L.Callback):
-    """Saves ``interrupted.ckpt`` when a run stops on SIGTERM, Ctrl-C or an error.
+    """Saves ``interrupted.ckpt`` when a run stops on SIGTERM, Ctrl-C or an error (not a non-finite loss, whose
+    message names the last good checkpoint instead).
 
     Lightning's own ``OnExceptionCheckpoint`` is not used: its presence makes ``fit(ckpt_path=None)`` silently
     resume from the newest checkpoint in the directory (Lightning#19827); mmcore resumes only when asked.
@@ -533,6 +574,8 @@ class InterruptCheckpoint(L.Callback):
         self.path = path
 
     def on_exception(self, trainer, module, exception) -> None:
+        if isinstance(exception, NonFiniteLoss):  # the weights may already hold the bad step: keep last.ckpt
+            return
         trainer.save_checkpoint(self.path)
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -149,6 +150,47 @@ def test_on_nonfinite_skip_skips_the_bad_batch_and_finishes(tmp_path):
     metrics = train(recipe, sources, tmp_path, module_data=built)
     assert built[0].skipped_batches == 1
     assert all(value == value for value in metrics.values())  # no NaN anywhere
+
+
+class _FakeEvent:
+    """Stands in for a CUDA event: ``done`` says whether the device has passed it."""
+
+    def __init__(self):
+        self.done = False
+
+    def query(self):
+        return self.done
+
+    def synchronize(self):
+        self.done = True
+
+
+def test_deferred_gpu_nonfinite_check_judges_in_step_order_and_always_before_a_checkpoint():
+    """On a GPU ("stop" mode) the loss flags are read late instead of synchronising every step; this runs that
+    bookkeeping on the CPU with stand-in events: nothing is judged before the device has passed it, the first
+    bad step is the one named, and a checkpoint write waits for every pending check."""
+    from mmcore.runner import NonFiniteLoss
+
+    recipe, _, (module, _) = _poisoned([], step=-1)
+    module.trainer = types.SimpleNamespace(default_root_dir="/nonexistent")  # only read for the message
+    good, bad, later = _FakeEvent(), _FakeEvent(), _FakeEvent()
+    module._pending_checks += [
+        (torch.tensor([0.5, 1.0]), good, ("a-b", "c-b"), 3, 0),
+        (torch.tensor([0.5, float("inf")]), bad, ("a-b", "c-b"), 4, 0),
+        (torch.tensor([float("nan"), 1.0]), later, ("a-b", "c-b"), 5, 0),
+    ]
+    module.judge_pending_checks(wait=False)  # the device has passed none of them: nothing judged yet
+    assert len(module._pending_checks) == 3
+    good.done = True
+    module.judge_pending_checks(wait=False)
+    assert len(module._pending_checks) == 2  # step 3 was fine; step 4 not computed yet
+    later.done = True  # a later event done while an earlier one is not: order is kept, nothing judged
+    module.judge_pending_checks(wait=False)
+    assert len(module._pending_checks) == 2
+    with pytest.raises(NonFiniteLoss) as info:
+        module.on_save_checkpoint({})  # waits for all: the first bad step stops the run before the write
+    assert "'c-b' = inf at step 4" in str(info.value) and "no checkpoint was written yet" in str(info.value)
+    assert module._pending_checks == []
 
 
 def test_an_unusable_output_directory_fails_before_training(cli, tmp_path):
