@@ -53,11 +53,14 @@ def test_tiled_loss_is_selectable_in_a_recipe_and_matches_plain_in_the_runner():
     torch.testing.assert_close(tiled, plain, rtol=1e-5, atol=1e-6)
 
 
-def _pair_grads(tile, q, k, labels, valid, weights_fwd, weights_back):
+def _pair_grads(tile, q, k, labels, valid, weights_fwd, weights_back, pair_rows=None):
     q = q.clone().requires_grad_(True)
     k = k.clone().requires_grad_(True)
     log_scale = torch.tensor(2.5, requires_grad=True)
-    rows, back = mmcore.info_nce_pair_rows(q, k, log_scale.exp(), labels, valid, tile_size=tile)
+    if pair_rows is None:
+        rows, back = mmcore.info_nce_pair_rows(q, k, log_scale.exp(), labels, valid, tile_size=tile)
+    else:
+        rows, back = pair_rows(q, k, log_scale.exp(), labels, valid)
     ((rows * weights_fwd).sum() + (back * weights_back).sum()).backward()
     return rows.detach(), back.detach(), q.grad, k.grad, log_scale.grad
 
@@ -95,3 +98,25 @@ def test_tiled_pair_sweep_hand_computed():
     expect_cols = [math.log(e(2 * 0.6) + e(2 * 0.8)), math.log(e(2 * 1.0) + e(0.0))]
     torch.testing.assert_close(rows, torch.tensor(expect_rows))
     torch.testing.assert_close(cols, torch.tensor(expect_cols))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_two_product_form_used_for_bf16_on_cuda_equals_the_plain_pair_rows(masked):
+    """The CUDA bf16/fp16 path of info_nce_pair_rows (a second product instead of a column softmax), run on the
+    CPU in fp32: same values and gradients."""
+    from mmcore.builtins.losses import _column_bias, _pair_rows_by_two_products
+
+    q, k, _, labels, valid = _case(n=45, big_n=45, seed=5)
+    if not masked:
+        labels = valid = None
+    keep = torch.ones(len(q), dtype=torch.bool) if valid is None else valid
+    weights_fwd, weights_back = torch.linspace(0.5, 1.5, len(q)) * keep, torch.linspace(2.0, 0.1, len(q)) * keep
+    plain = _pair_grads(0, q, k, labels, valid, weights_fwd, weights_back)
+
+    def two_products(query, key, scale, labels, valid):
+        return _pair_rows_by_two_products(query, key, scale, _column_bias(valid), labels, labels)
+
+    other = _pair_grads(0, q, k, labels, valid, weights_fwd, weights_back, pair_rows=two_products)
+    plain, other = (plain[0][keep], plain[1][keep], *plain[2:]), (other[0][keep], other[1][keep], *other[2:])
+    for a, b, name in zip(plain, other, ("forward rows", "reverse rows", "dq", "dk", "dscale")):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * a.abs().max().item(), msg=name)

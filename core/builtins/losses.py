@@ -76,9 +76,9 @@ def info_nce_pair_rows(query, key, logit_scale, labels=None, valid=None, mask_re
 
     Equal to ``info_nce_rows(query, key, arange(B), ...)`` and ``info_nce_rows(key, query, arange(B), ...)``
     (``labels``/``valid`` are per pair, ``[B]``); returns ``(forward [B], reverse [B])``. The runner uses it when a
-    loss offers ``pair_rows`` and there is a single process; it halves the matmuls of the two separate calls, and
-    the reverse direction is a softmax over columns, never a transposed copy. ``tile_size > 0``: the same values
-    and gradients from one tiled sweep over the matrix (``tiled_pair_logsumexp``), never building it.
+    loss offers ``pair_rows`` and there is a single process. The reverse direction is a softmax over the columns
+    of the same product (CPU), of its transposed copy (CUDA, fp32), or of a second product (CUDA, bf16/fp16).
+    ``tile_size > 0``: the same values and gradients from one tiled sweep, never building the matrix.
     """
     import torch
 
@@ -93,11 +93,47 @@ def info_nce_pair_rows(query, key, logit_scale, labels=None, valid=None, mask_re
         row_lse, col_lse = tiled_pair_logsumexp(query, key, logit_scale, labels, valid, tile_size)
         return row_lse - positive, col_lse - positive
 
-    logits = logit_scale * (query @ key.T)
     bias = _column_bias(valid)
+    reverse_labels = labels if mask_reverse_labels else None
+    if query.is_cuda and _half_products(query):
+        return _pair_rows_by_two_products(query, key, logit_scale, bias, labels, reverse_labels)
+    logits = (query * logit_scale) @ key.T  # the scale applied to [B, d], not to [B, B] (nor its backward)
     forward = _restrict(logits, labels, labels, bias, 1)
-    reverse = _restrict(logits, labels, labels if mask_reverse_labels else None, bias, 0)  # labels: symmetric mask
-    return (-torch.log_softmax(forward, dim=1).diagonal(), -torch.log_softmax(reverse, dim=0).diagonal())
+    reverse = _restrict(logits, labels, reverse_labels, bias, 0)
+    if query.is_cuda:  # a dim-0 softmax is a slow strided kernel on CUDA; a transposed copy + row softmax is not
+        reverse = torch.log_softmax(reverse.T.contiguous(), dim=1)
+    else:  # on the CPU the column softmax is cheapest as is
+        reverse = torch.log_softmax(reverse, dim=0).T
+    return -torch.log_softmax(forward, dim=1).diagonal(), -reverse.diagonal()
+
+
+def _half_products(tensor) -> bool:
+    """Whether matrix products of ``tensor`` run in bf16/fp16 (its dtype, or CUDA autocast)."""
+    import torch
+
+    return tensor.dtype in (torch.bfloat16, torch.float16) or torch.is_autocast_enabled("cuda")
+
+
+def _pair_rows_by_two_products(query, key, logit_scale, bias, labels, reverse_labels):
+    """``info_nce_pair_rows`` for bf16/fp16 products on CUDA: their GEMMs are cheap next to a ``[B, B]`` pass, so a
+    second product (``key @ query.T``, its column bias fused into the GEMM) gives the reverse direction as row
+    softmaxes, with no transposed copy and no separate bias pass (the fastest of four forms timed on an H100)."""
+    import torch
+
+    forward = _biased_product(query * logit_scale, key, bias, labels)
+    reverse = _biased_product(key * logit_scale, query, bias, reverse_labels)
+    return -torch.log_softmax(forward, dim=1).diagonal(), -torch.log_softmax(reverse, dim=1).diagonal()
+
+
+def _biased_product(scaled_query, candidates, bias, labels):
+    """``[n, N]`` logits ``scaled_query @ candidates.T`` with the ``[N]`` column bias added inside the GEMM."""
+    import torch
+
+    if bias is None:
+        logits = scaled_query @ candidates.T
+    else:
+        logits = torch.addmm(bias.to(scaled_query.dtype), scaled_query, candidates.T)
+    return logits if labels is None else logits.masked_fill(labels[None, :] != labels[:, None], MASKED_LOGIT)
 
 
 @attrs.frozen
