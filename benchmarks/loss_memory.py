@@ -70,7 +70,7 @@ def main() -> None:
         print(json.dumps(one(int(b), int(d), dtype, int(tile), device, int(repeats))))
         return
     if args.gpu:
-        device, dim, tile = "cuda", 512, args.tile or 4096
+        device, dim, tile = "cuda", 512, args.tile or 8192
         batches, dtypes, repeats = [4096, 8192, 16384, 32768, 49152, 65536, 131072], ["bf16", "fp32"], 3
     else:
         device, dim, tile = "cpu", 128, args.tile or 1024
