@@ -12,7 +12,9 @@ silently.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import json
 import os
 import platform
@@ -93,6 +95,12 @@ def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+@functools.cache
+def _takes_term(loss_type: type) -> bool:
+    """Whether a loss's ``rows`` accepts ``term=`` (the term's name, for settings that differ by term)."""
+    return "term" in inspect.signature(loss_type.rows).parameters
+
+
 def term_loss(loss: nn.Module, term) -> torch.Tensor:
     """Mean contrastive loss of one :class:`AlignmentTerm` over the global batch's valid rows.
 
@@ -102,19 +110,20 @@ def term_loss(loss: nn.Module, term) -> torch.Tensor:
     mean. Symmetric terms average the query->key and key->query directions.
     """
     world, rank = _world()
+    named = {"term": term.name} if _takes_term(type(loss)) else {}
     mask = term.mask.bool()
     n = mask.shape[0]
     targets = torch.arange(n, device=mask.device) + rank * n
     mask_all = gather_no_grad(mask)
     labels = None if term.labels is None else gather_no_grad(term.labels)
     if term.symmetric and world == 1 and hasattr(loss, "pair_rows"):  # one matmul for both directions
-        rows, back = loss.pair_rows(term.query, term.key, labels, mask_all)
+        rows, back = loss.pair_rows(term.query, term.key, labels, mask_all, **named)
         total = (torch.where(mask, rows, 0.0).sum() + torch.where(mask, back, 0.0).sum()) / 2
     else:
-        rows = loss.rows(term.query, gather_with_grad(term.key), targets, labels, mask_all, "forward")
+        rows = loss.rows(term.query, gather_with_grad(term.key), targets, labels, mask_all, "forward", **named)
         total = torch.where(mask, rows, 0.0).sum()
         if term.symmetric:
-            back = loss.rows(term.key, gather_with_grad(term.query), targets, labels, mask_all, "reverse")
+            back = loss.rows(term.key, gather_with_grad(term.query), targets, labels, mask_all, "reverse", **named)
             total = (total + torch.where(mask, back, 0.0).sum()) / 2
     count = sum_over_ranks(mask.sum().to(rows.dtype)).clamp_min(1.0)
     return total * world / count
@@ -234,6 +243,8 @@ class BindingModule(L.LightningModule):
         if total is None:
             return None
         self.log("train/temperature", 1.0 / self.loss.logit_scale.detach(), on_step=True, batch_size=1)
+        for name, own in getattr(self.loss, "per_term", {}).items():
+            self.log(f"train/temperature/{name}", 1.0 / own.logit_scale.detach(), on_step=True, batch_size=1)
         # a device tensor made by a fill kernel: logging the float would copy it host->device, a sync every step
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("train/lr", torch.full((), lr, device=total.device), on_step=True, batch_size=1)
@@ -425,10 +436,36 @@ def assemble(recipe: Recipe, registry: Registry | None = None) -> tuple[BindingM
     anchor_context = AnchorContext(modalities, observed, recipe.embed_dim, functools.partial(term_loss, module.loss))
     module.strategy = _build(registry.get("anchor_strategies", recipe.anchor.name), recipe.anchor.config,
                              anchor_context, "anchor", registry, "anchor_strategies")
+    data = BindingData(splits, recipe.trainer.batch_size, recipe.trainer.num_workers, recipe.seed)
+    check_per_term_names(module, data)
     if recipe.trainer.compile:
         for m in list(module.encoders):
             module.encoders[m] = torch.compile(module.encoders[m])
-    return module, BindingData(splits, recipe.trainer.batch_size, recipe.trainer.num_workers, recipe.seed)
+    return module, data
+
+
+def check_per_term_names(module: BindingModule, data: BindingData) -> None:
+    """A loss's ``per_term`` settings must name terms the anchor strategy makes. Term names exist only at run time,
+    so one training batch is embedded and aligned (no gradients, RNG untouched) to list them; a typo fails here,
+    before training, with the real names."""
+    configured = list(getattr(module.loss, "per_term", {}))
+    if not configured:
+        return
+    batch = Batch.from_collated(next(iter(data.loader(data.splits.train))))
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        was_training = module.training
+        module.eval()
+        names = [term.name for term in module.strategy(module.embed(batch), batch.present, batch).terms]
+        module.train(was_training)
+    problems = []
+    for name in configured:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"loss.per_term.{name}: the anchor strategy makes no term {name!r}{hint}; "
+                            f"its terms: {', '.join(names)}")
+    if problems:
+        raise RecipeError(problems)
 
 
 # ------------------------------------------------------------------------------------------ run directories

@@ -102,3 +102,44 @@ def test_temperature_is_learnable_and_clamped():
     fixed = build_infonce(InfoNCEConfig(temperature=0.07, learnable=False), None)
     assert not any(p.requires_grad for p in fixed.parameters())
     assert fixed.logit_scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
+
+
+def test_per_term_temperatures_apply_to_their_term_only_hand_computed():
+    """ImageBind fixes a temperature per modality pair: term 'a-b' uses its own (0.25, scale 4), any other term
+    the shared one (0.5, scale 2); both paths of the runner (one process: pair_rows; rows) agree with the hand."""
+    from mmcore.builtins.losses import InfoNCEConfig, TermTemperature, build_infonce
+    from mmcore.runner import term_loss
+
+    loss = build_infonce(InfoNCEConfig(temperature=0.5, per_term={"a-b": TermTemperature(0.25)}), None)
+    q, k, mask = torch.tensor(Q), torch.tensor(K), torch.ones(3, dtype=torch.bool)
+    for name, scale in (("a-b", 4.0), ("c-b", 2.0)):
+        expected = (sum(hand_rows(Q, K, [0, 1, 2], scale)) + sum(hand_rows(K, Q, [0, 1, 2], scale))) / 6
+        assert term_loss(loss, mmcore.AlignmentTerm(name, q, k, mask)).item() == pytest.approx(expected, rel=1e-5)
+        one_way = term_loss(loss, mmcore.AlignmentTerm(name, q, k, mask, symmetric=False))  # the rows() path
+        assert one_way.item() == pytest.approx(sum(hand_rows(Q, K, [0, 1, 2], scale)) / 3, rel=1e-5)
+    assert not loss.per_term["a-b"].log_logit_scale.requires_grad  # per-term ones are fixed unless learnable
+
+
+def test_per_term_temperatures_train_as_configured(tmp_path):
+    """Fixed per-term temperatures end where they started; a learnable one moves; the shared one, used by no term
+    here, stays; each is logged as train/temperature/<term>."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import mmcore.testing
+    from mmcore.recipe import structure_recipe
+    from mmcore.registry import get_registry
+    from mmcore.runner import assemble, make_run_dir, train
+
+    raw = mmcore.testing.tiny_recipe(anchor={"name": "imagebind", "modality": "image"}, loss={
+        "name": "infonce", "temperature": 0.07,
+        "per_term": {"audio-image": {"temperature": 0.05}, "text-image": {"temperature": 0.1, "learnable": True}}})
+    raw["trainer"]["max_epochs"] = 2
+    recipe = structure_recipe(raw, get_registry(), "<test>")
+    module, data = assemble(recipe)
+    train(recipe, [], make_run_dir(recipe, tmp_path / "run"), module_data=(module, data))
+    per_term = module.loss.per_term
+    assert per_term["audio-image"].logit_scale.item() == pytest.approx(20.0, rel=1e-6)
+    assert per_term["text-image"].logit_scale.item() != pytest.approx(10.0, rel=1e-3)
+    assert module.loss.logit_scale.item() == pytest.approx(1 / 0.07, rel=1e-6)
+    events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    assert {"train/temperature/audio-image", "train/temperature/text-image"} <= set(events.Tags()["scalars"])

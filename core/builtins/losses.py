@@ -1,9 +1,10 @@
-"""Built-in loss: InfoNCE with a learnable, clamped temperature.
+"""Built-in loss: InfoNCE with a learnable, clamped temperature (optionally one per term, optionally tiled).
 
 A loss is row-wise: ``rows(query, candidates, targets, candidate_labels, candidate_valid, direction)`` returns the
 loss of each query row against the whole candidate pool, ``[n]``; ``direction`` is ``"forward"`` (query -> key) or
-``"reverse"`` (key -> query) and ``candidate_labels`` are the pairs' modality ids (``AlignmentTerm.labels``). The runner pairs the two directions of a symmetric term, drops masked rows, gathers the
-candidates of every rank and averages; a loss never re-implements any of that.
+``"reverse"`` (key -> query) and ``candidate_labels`` are the pairs' modality ids (``AlignmentTerm.labels``). The
+runner pairs the two directions of a symmetric term, drops masked rows, gathers the candidates of every rank and
+averages; a loss never re-implements any of that. A loss whose ``rows`` takes ``term=`` gets the term's name.
 """
 
 import functools
@@ -137,15 +138,27 @@ def _biased_product(scaled_query, candidates, bias, labels):
 
 
 @attrs.frozen
+class TermTemperature:
+    """``[loss.per_term]`` entry: one term's own temperature, fixed unless ``learnable``."""
+
+    temperature: float = attrs.field(validator=attrs.validators.gt(0.0))
+    learnable: bool = False
+
+
+@attrs.frozen
 class InfoNCEConfig:
     """``temperature``: initial (or fixed) temperature; ``learnable``: train it; ``max_logit_scale``: clamp on
     ``1 / temperature`` (100 as in CLIP and ImageBind); ``tile_size``: 0 for the plain loss, or the block size
-    of the tiled loss that never builds the ``[B, B]`` logits (same values and gradients, for large batches)."""
+    of the tiled loss that never builds the ``[B, B]`` logits (same values and gradients, for large batches);
+    ``per_term``: temperatures of their own for some terms, by term name, e.g. ImageBind's fixed per-modality
+    ones: ``audio-image = { temperature = 0.05 }``. Other terms share ``temperature``. The names are checked
+    against the anchor strategy's terms before training."""
 
     temperature: float = attrs.field(default=0.07, validator=attrs.validators.gt(0.0))
     learnable: bool = True
     max_logit_scale: float = attrs.field(default=100.0, validator=attrs.validators.gt(0.0))
     tile_size: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    per_term: dict[str, TermTemperature] = attrs.field(factory=dict)
 
 
 def add_logit_scale(module, temperature: float, learnable: bool, max_logit_scale: float) -> None:
@@ -174,25 +187,47 @@ def _make_infonce_module():
     import torch
     from torch import nn
 
-    class InfoNCE(nn.Module):
-        """Symmetric InfoNCE (the runner applies both directions). Owns the log logit scale."""
+    class Temperature(nn.Module):
+        """One learnable or fixed temperature (``log_logit_scale``), as set up by :func:`add_logit_scale`."""
 
-        def __init__(self, config: InfoNCEConfig):
+        def __init__(self, temperature: float, learnable: bool, max_logit_scale: float):
             super().__init__()
-            add_logit_scale(self, config.temperature, config.learnable, config.max_logit_scale)
-            self.tile_size = config.tile_size
+            add_logit_scale(self, temperature, learnable, max_logit_scale)
 
         @property
         def logit_scale(self):
             return clamped_logit_scale(self)
 
-        def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward"):
-            """``[n]`` row losses; every valid candidate is a negative (``candidate_labels`` are ignored)."""
-            return info_nce_rows(query, candidates, targets, self.logit_scale, None, candidate_valid, self.tile_size)
+    class InfoNCE(nn.Module):
+        """Symmetric InfoNCE (the runner applies both directions). Owns the log logit scale, and one per term in
+        ``per_term`` (a ``ModuleDict`` keyed by term name: the runner checks the names and logs each one)."""
 
-        def pair_rows(self, query, key, labels=None, valid=None):
+        def __init__(self, config: InfoNCEConfig):
+            super().__init__()
+            add_logit_scale(self, config.temperature, config.learnable, config.max_logit_scale)
+            self.tile_size = config.tile_size
+            self.per_term = nn.ModuleDict({
+                name: Temperature(t.temperature, t.learnable, config.max_logit_scale)
+                for name, t in config.per_term.items()
+            })
+
+        @property
+        def logit_scale(self):
+            return clamped_logit_scale(self)
+
+        def scale_of(self, term: str | None):
+            """Scalar logit scale of term ``term``: its own if ``per_term`` has one, else the shared one."""
+            return self.per_term[term].logit_scale if term in self.per_term else self.logit_scale
+
+        def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward",
+                 term=None):
+            """``[n]`` row losses; every valid candidate is a negative (``candidate_labels`` are ignored)."""
+            return info_nce_rows(query, candidates, targets, self.scale_of(term), None, candidate_valid,
+                                 self.tile_size)
+
+        def pair_rows(self, query, key, labels=None, valid=None, term=None):
             """Both directions at once (single process): ``(forward [B], reverse [B])``."""
-            return info_nce_pair_rows(query, key, self.logit_scale, None, valid, tile_size=self.tile_size)
+            return info_nce_pair_rows(query, key, self.scale_of(term), None, valid, tile_size=self.tile_size)
 
     return InfoNCE
 
