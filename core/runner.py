@@ -616,6 +616,25 @@ class InterruptCheckpoint(L.Callback):
         trainer.save_checkpoint(self.path)
 
 
+class DropOrphanBest(L.Callback):
+    """On resume, deletes the ``best-*.ckpt`` files that the restored best-checkpoint callback does not track.
+
+    A kill between an epoch's best and last checkpoint writes leaves a best file that ``last.ckpt`` (from the
+    epoch before) does not know: the resumed run would never delete it and would write its own copy of that epoch
+    under a ``-v1`` name. Nothing is deleted when the callback's state was not restored (a moved run directory)."""
+
+    def __init__(self, best):
+        self.best = best
+
+    def on_train_start(self, trainer, module) -> None:
+        if trainer.ckpt_path is None or not trainer.is_global_zero or not self.best.best_k_models:
+            return
+        keep = {Path(path).resolve() for path in self.best.best_k_models}
+        for path in Path(self.best.dirpath).glob("best-*.ckpt"):
+            if path.resolve() not in keep:
+                path.unlink(missing_ok=True)
+
+
 def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -642,7 +661,8 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
         deterministic=t.deterministic,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False),
         # last.ckpt at every epoch end (exact resume); interrupted.ckpt when a run stops on SIGTERM/Ctrl-C/error
-        callbacks=[best, last, RandomState(), InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt")],
+        callbacks=[best, last, RandomState(), InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt"),
+                   DropOrphanBest(best)],
         default_root_dir=str(run_dir),
         enable_progress_bar=interactive,
         enable_model_summary=interactive,
