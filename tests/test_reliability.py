@@ -93,6 +93,24 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path, delay):
         assert resumed[key] == pytest.approx(value, abs=1e-6), key
 
 
+def test_a_resumed_run_drops_best_checkpoints_its_restored_state_does_not_track(tmp_path):
+    """A kill between an epoch's best and last checkpoint writes leaves a best file that last.ckpt does not know;
+    the resumed run deletes it, so the directory ends as an uninterrupted run's does (one best, one last)."""
+    import shutil
+
+    victim = tmp_path / "killed"
+    proc = _start(victim)
+    _wait_for_checkpoint(proc, victim / "checkpoints" / "last.ckpt", 0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    orphan = victim / "checkpoints" / "best-epoch9-step999.ckpt"
+    shutil.copy(victim / "checkpoints" / "last.ckpt", orphan)
+    run_cli("run", "--resume", victim, check=True, env_extra=ONE_THREAD)
+    left = sorted(p.name for p in (victim / "checkpoints").glob("*.ckpt"))
+    assert not orphan.exists()
+    assert len(left) == 2 and "last.ckpt" in left and left[0].startswith("best-epoch") and "-v" not in left[0], left
+
+
 def test_sigterm_stops_cleanly_with_a_checkpoint_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     proc = _start(out, ["trainer.max_epochs=200"])
