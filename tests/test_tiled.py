@@ -100,11 +100,12 @@ def test_tiled_pair_sweep_hand_computed():
     torch.testing.assert_close(cols, torch.tensor(expect_cols))
 
 
+@pytest.mark.parametrize("form", ["two products", "transposed copy"])
 @pytest.mark.parametrize("masked", [False, True])
-def test_the_two_product_form_used_for_bf16_on_cuda_equals_the_plain_pair_rows(masked):
-    """The CUDA bf16/fp16 path of info_nce_pair_rows (a second product instead of a column softmax), run on the
-    CPU in fp32: same values and gradients."""
-    from mmcore.builtins.losses import _column_bias, _pair_rows_by_two_products
+def test_the_cuda_forms_of_the_pair_rows_equal_the_cpu_form(masked, form):
+    """The CUDA paths of info_nce_pair_rows (bf16/fp16: a second product; fp32: a transposed copy, both instead of
+    a column softmax), run on the CPU in fp32: same values and gradients."""
+    from mmcore.builtins.losses import _column_bias, _pair_rows_by_one_product, _pair_rows_by_two_products
 
     q, k, _, labels, valid = _case(n=45, big_n=45, seed=5)
     if not masked:
@@ -113,10 +114,12 @@ def test_the_two_product_form_used_for_bf16_on_cuda_equals_the_plain_pair_rows(m
     weights_fwd, weights_back = torch.linspace(0.5, 1.5, len(q)) * keep, torch.linspace(2.0, 0.1, len(q)) * keep
     plain = _pair_grads(0, q, k, labels, valid, weights_fwd, weights_back)
 
-    def two_products(query, key, scale, labels, valid):
-        return _pair_rows_by_two_products(query, key, scale, _column_bias(valid), labels, labels)
+    def cuda_form(query, key, scale, labels, valid):
+        if form == "two products":
+            return _pair_rows_by_two_products(query, key, scale, _column_bias(valid), labels, labels)
+        return _pair_rows_by_one_product(query, key, scale, _column_bias(valid), labels, labels, transpose=True)
 
-    other = _pair_grads(0, q, k, labels, valid, weights_fwd, weights_back, pair_rows=two_products)
+    other = _pair_grads(0, q, k, labels, valid, weights_fwd, weights_back, pair_rows=cuda_form)
     plain, other = (plain[0][keep], plain[1][keep], *plain[2:]), (other[0][keep], other[1][keep], *other[2:])
     for a, b, name in zip(plain, other, ("forward rows", "reverse rows", "dq", "dk", "dscale")):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * a.abs().max().item(), msg=name)

@@ -98,12 +98,21 @@ def info_nce_pair_rows(query, key, logit_scale, labels=None, valid=None, mask_re
     reverse_labels = labels if mask_reverse_labels else None
     if query.is_cuda and _half_products(query):
         return _pair_rows_by_two_products(query, key, logit_scale, bias, labels, reverse_labels)
+    return _pair_rows_by_one_product(query, key, logit_scale, bias, labels, reverse_labels, query.is_cuda)
+
+
+def _pair_rows_by_one_product(query, key, logit_scale, bias, labels, reverse_labels, transpose: bool):
+    """``info_nce_pair_rows`` from one ``[B, B]`` product. The reverse direction is a softmax over its columns: as
+    is on the CPU, where that is cheapest; over a transposed copy (``transpose``) on CUDA, where a dim-0 softmax
+    is a slow strided kernel (H100 figures in benchmarks/RESULTS.md)."""
+    import torch
+
     logits = (query * logit_scale) @ key.T  # the scale applied to [B, d], not to [B, B] (nor its backward)
     forward = _restrict(logits, labels, labels, bias, 1)
     reverse = _restrict(logits, labels, reverse_labels, bias, 0)
-    if query.is_cuda:  # a dim-0 softmax is a slow strided kernel on CUDA; a transposed copy + row softmax is not
+    if transpose:
         reverse = torch.log_softmax(reverse.T.contiguous(), dim=1)
-    else:  # on the CPU the column softmax is cheapest as is
+    else:
         reverse = torch.log_softmax(reverse, dim=0).T
     return -torch.log_softmax(forward, dim=1).diagonal(), -reverse.diagonal()
 
