@@ -304,6 +304,12 @@ def toml_keys(cls: type) -> dict:
     return keys
 
 
+def nearest_hint(name: str, valid, listing: str) -> str:
+    """``"; did you mean 'x'?"`` for the valid name closest to ``name``, else ``"; <listing>: a, b, ..."``."""
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; {listing}: {', '.join(valid)}"
+
+
 def _field_names(cls: type) -> list:
     return list(toml_keys(cls).values())
 
@@ -315,9 +321,7 @@ def _describe(exc: BaseException, type_: Any) -> tuple[str, str]:
         valid += getattr(exc, "mmcore_core_keys", [])
         parts = []
         for extra in sorted(exc.extra_fields):
-            close = difflib.get_close_matches(extra, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
-            parts.append((extra, f"unknown key{hint}"))
+            parts.append((extra, f"unknown key{nearest_hint(extra, sorted(valid), 'valid keys')}"))
         return parts[0] if len(parts) == 1 else ("", "; ".join(f"{k}: {m}" for k, m in parts))
     if isinstance(exc, KeyError):
         return "", "required setting missing"
@@ -460,9 +464,7 @@ def structure_recipe(raw: dict, registry: Registry, source: str = "") -> Recipe:
     for key in list(raw):
         if key not in settings_fields:
             valid = sorted(settings_fields | set(placeholder) | {"extends"})
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid top-level keys: {', '.join(valid)}"
-            s.problems.append(f"{key}: unknown key{hint}")
+            s.problems.append(f"{key}: unknown key{nearest_hint(key, valid, 'valid top-level keys')}")
             raw.pop(key)
     settings = s.attrs_class(raw, _Settings, "")
     if s.problems:

@@ -12,7 +12,6 @@ silently.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import json
@@ -32,7 +31,7 @@ from torch.utils.data import DataLoader, Subset, default_collate
 
 from .contracts import AnchorContext, Batch, ConfigError, EmbeddedSplit, EncoderContext, LossContext
 from .data import collate as batched_collate
-from .recipe import Recipe, RecipeError, dump_toml, recipe_to_dict
+from .recipe import Recipe, RecipeError, dump_toml, nearest_hint, recipe_to_dict
 from .registry import Registry, get_registry
 
 REFERENCE_SIZE = 5000
@@ -457,13 +456,8 @@ def check_per_term_names(module: BindingModule, data: BindingData) -> None:
         module.eval()
         names = [term.name for term in module.strategy(module.embed(batch), batch.present, batch).terms]
         module.train(was_training)
-    problems = []
-    for name in configured:
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"loss.per_term.{name}: the anchor strategy makes no term {name!r}{hint}; "
-                            f"its terms: {', '.join(names)}")
+    problems = [f"loss.per_term.{name}: the anchor strategy makes no term {name!r}"
+                f"{nearest_hint(name, names, 'its terms')}" for name in configured if name not in names]
     if problems:
         raise RecipeError(problems)
 

@@ -104,3 +104,10 @@ def test_a_key_ending_in_a_newline_is_quoted():
 
     data = {"0": {}, "0\n": [{}]}
     assert tomllib.loads(dump_toml(data)) == data
+
+
+def test_nearest_hint_suggests_the_closest_name_or_lists_them_all():
+    from mmcore.recipe import nearest_hint
+
+    assert nearest_hint("audio-imag", ["text-image", "audio-image"], "its terms") == "; did you mean 'audio-image'?"
+    assert nearest_hint("zzz", ["text-image", "audio-image"], "its terms") == "; its terms: text-image, audio-image"
