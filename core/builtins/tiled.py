@@ -34,6 +34,13 @@ def _exclusion(rows: slice, cols: slice, row_labels, col_labels, col_valid):
     return excluded
 
 
+def _pair_exclusions(rows: slice, cols: slice, labels, valid):
+    """Excluded entries of block ``(rows, cols)`` of a paired ``[B, B]`` matrix, both ``[tile_n, tile_N]``: for the
+    row softmaxes (invalid columns) and for the column softmaxes (invalid rows); labels mask both ways."""
+    col_excluded = _exclusion(cols, rows, labels, labels, valid)  # [cols, rows]
+    return _exclusion(rows, cols, labels, labels, valid), None if col_excluded is None else col_excluded.T
+
+
 def _masked(logits, excluded):
     return logits if excluded is None else logits.masked_fill(excluded, MASKED_LOGIT)
 
@@ -89,9 +96,7 @@ class _TiledPairLogSumExp(torch.autograd.Function):
         for rows in _blocks(n, tile):
             for cols in _blocks(n, tile):
                 logits = (q[rows] @ k[cols].T).float() * scale
-                row_excluded = _exclusion(rows, cols, labels, labels, valid)
-                col_excluded = _exclusion(cols, rows, labels, labels, valid)  # [cols, rows]: transposed below
-                col_excluded = None if col_excluded is None else col_excluded.T
+                row_excluded, col_excluded = _pair_exclusions(rows, cols, labels, valid)
                 row_lse[rows] = torch.logaddexp(row_lse[rows], torch.logsumexp(_masked(logits, row_excluded), 1))
                 col_lse[cols] = torch.logaddexp(col_lse[cols], torch.logsumexp(_masked(logits, col_excluded), 0))
         ctx.save_for_backward(q, k, scale, row_lse, col_lse, labels, valid)
@@ -109,9 +114,7 @@ class _TiledPairLogSumExp(torch.autograd.Function):
             for cols in _blocks(n, ctx.tile):
                 raw = (q[rows] @ k[cols].T).float()
                 logits = raw * scale
-                row_excluded = _exclusion(rows, cols, labels, labels, valid)
-                col_excluded = _exclusion(cols, rows, labels, labels, valid)
-                col_excluded = None if col_excluded is None else col_excluded.T
+                row_excluded, col_excluded = _pair_exclusions(rows, cols, labels, valid)
                 weights = _softmax_weights(_masked(logits, row_excluded), row_lse[rows], grad_rows[rows], 1,
                                            row_excluded)
                 weights += _softmax_weights(_masked(logits, col_excluded), col_lse[cols], grad_cols[cols], 0,
