@@ -32,7 +32,7 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- methods:start -->", "<!-- methods:end -->"
 
 EVALUATORS = 'evaluators=[{name="retrieval"},{name="zero_shot"},{name="knn"},{name="modality_gap"}]'
-FIXED_IMAGE = ["anchor.name=imagebind", "anchor.modality=image"]
+FIXED_IMAGE = ["anchor.name=imagebind", "anchor.anchor=image"]
 
 def without(anchor: str):
     """Claim pairs: ordered pairs that do not involve ``anchor`` (what a fixed anchor never trains directly)."""
@@ -87,7 +87,9 @@ LARGE = ["dataset.train_size=100000", "dataset.test_size=10000", "trainer.batch_
 
 def run_one(recipe: str, overrides: list, seed: int, workdir: Path, claim) -> dict:
     import mmcore
-    from mmcore.runner import assemble, make_run_dir, train
+    from mmcore.train.build import assemble
+    from mmcore.runs.directory import make_run_dir
+    from mmcore.runs.train import train
 
     recipe_path = ROOT / "recipes" / recipe
     sets = [*overrides, f"seed={seed}", f"dataset.seed={seed}", EVALUATORS, "trainer.accelerator=auto"]

@@ -58,7 +58,8 @@ class StepTimer:
 def run_mmcore(args) -> float:
     import lightning as L
 
-    from mmcore.runner import assemble, make_trainer
+    from mmcore.train.build import assemble
+    from mmcore.runs.train import make_trainer
 
     timer = StepTimer(args.warmup, args.steps)
 
@@ -80,7 +81,7 @@ def run_mmcore(args) -> float:
 
 def run_hand_written(args) -> float:
     """The same training as run_mmcore, written as the plain loop a user would write without a framework."""
-    from mmcore.runner import assemble
+    from mmcore.train.build import assemble
 
     recipe = recipe_for(args)
     # only for identical architectures and initial weights; compiled below by hand, not by mmcore
@@ -100,7 +101,7 @@ def run_hand_written(args) -> float:
         torch.tensor(torch.pi * min(1.0, s / total))).item()))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
     timer = StepTimer(args.warmup, args.steps)
-    anchor = recipe.anchor.config.modality
+    anchor = recipe.anchor.config.anchor
     step = 0
     for batch in data.train_dataloader():
         timer.tick(step)

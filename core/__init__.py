@@ -12,12 +12,18 @@ from .contracts import (
     Batch,
     Component,
     ConfigError,
+    DatasetContext,
     DatasetSplits,
     EmbeddedSplit,
     EncoderContext,
+    EvaluatorContext,
+    InputSpec,
     LossContext,
+    select_rows,
 )
 from .hookspecs import hookimpl
+from .pairs import anchor_term_names, anchor_terms, observed_pairs, pairs_with
+from .protocols import AnchorStrategy, Encoder, Evaluator, Loss, evaluator
 from .recipe import RecipeError, load_recipe
 from .registry import UnknownComponentError, get_registry
 
@@ -25,26 +31,42 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "TensorSplit": "mmcore.data",
-    "info_nce_rows": "mmcore.builtins.losses",
-    "info_nce_pair_rows": "mmcore.builtins.losses",
-    "add_logit_scale": "mmcore.builtins.losses",
-    "clamped_logit_scale": "mmcore.builtins.losses",
+    "MASKED_LOGIT": "mmcore.contrastive.infonce",
+    "info_nce_rows": "mmcore.contrastive.infonce",
+    "info_nce_pair_rows": "mmcore.contrastive.infonce",
+    "add_logit_scale": "mmcore.contrastive.infonce",
+    "clamped_logit_scale": "mmcore.contrastive.infonce",
+    "tiled_logsumexp": "mmcore.contrastive.tiled",
+    "blockwise_rows": "mmcore.contrastive.blockwise",
     "ranks_of_positives": "mmcore.builtins.evaluators",
     "build_index": "mmcore.builtins.evaluators",
     "recall_at_k": "mmcore.builtins.evaluators",
     "class_prototypes": "mmcore.builtins.evaluators",
-    "gather_with_grad": "mmcore.runner",
-    "load": "mmcore.trained",
-    "TrainedModel": "mmcore.trained",
-    "RunLoadError": "mmcore.trained",
+    "recall_at_1": "mmcore.builtins.evaluators",
+    "unit_rows": "mmcore.builtins.evaluators",
+    "summarise_pairs": "mmcore.builtins.evaluators",
+    "write_atomic": "mmcore.files",
+    "atomic_output": "mmcore.files",
+    "check_output": "mmcore.files",
+    "OutputExists": "mmcore.files",
+    "gather_with_grad": "mmcore.train.distributed",
+    "load": "mmcore.runs.load",
+    "TrainedModel": "mmcore.runs.load",
+    "RunLoadError": "mmcore.runs.load",
     "testing": "mmcore.testing",
 }
 
 __all__ = [
-    "KINDS", "Alignment", "AlignmentTerm", "AnchorContext", "Batch", "Component", "ConfigError", "DatasetSplits",
-    "EmbeddedSplit", "EncoderContext", "LossContext", "RecipeError", "UnknownComponentError", "get_registry",
-    "hookimpl", "load_recipe", *_LAZY,
+    "KINDS", "Alignment", "AlignmentTerm", "AnchorContext", "AnchorStrategy", "Batch", "Component", "ConfigError",
+    "DatasetContext", "DatasetSplits", "EmbeddedSplit", "Encoder", "EncoderContext", "Evaluator",
+    "EvaluatorContext", "InputSpec", "Loss", "LossContext", "RecipeError", "UnknownComponentError",
+    "anchor_term_names", "anchor_terms", "evaluator", "get_registry", "hookimpl", "load_recipe", "observed_pairs",
+    "pairs_with", "select_rows", *_LAZY,
 ]
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def __getattr__(name: str):

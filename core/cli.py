@@ -27,7 +27,10 @@ def _load(args):
 
 def cmd_run(args) -> int:
     from .recipe import RecipeError, load_recipe
-    from .runner import NonFiniteLoss, RunDirectoryExists, assemble, make_run_dir, train
+    from .runs.directory import RunDirectoryExists, make_run_dir
+    from .runs.train import train
+    from .train.build import assemble
+    from .train.module import NonFiniteLoss
 
     if bool(args.recipe) == bool(args.resume):
         return _error("give a RECIPE to start a run, or --resume RUN_DIR to continue one (not both)")
@@ -74,7 +77,7 @@ def _print_metrics(metrics: dict, everything: bool = False) -> None:
 
 def cmd_validate(args) -> int:
     from .recipe import RecipeError
-    from .runner import assemble
+    from .train.build import assemble
 
     try:
         recipe, _ = _load(args)
@@ -129,11 +132,11 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .runner import evaluate_run
-    from .trained import RunLoadError
+    from .runs.evaluate import evaluate_run
+    from .runs.load import RunLoadError
 
     try:
-        metrics = evaluate_run(Path(args.run_dir), checkpoint=args.checkpoint)
+        metrics = evaluate_run(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.set)
     except RunLoadError as exc:
         return _error(str(exc))
     if args.json:
@@ -144,7 +147,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import comparison_table, read_run, side_by_side_heatmaps
+    from .use.report import comparison_table, read_run, side_by_side_heatmaps
 
     runs = []
     for run_dir in args.run_dirs:
@@ -162,20 +165,20 @@ def cmd_report(args) -> int:
 
 
 def _load_model(run_dir: str):
-    from .trained import load
+    from .runs.load import load
 
     return load(run_dir)
 
 
 def _use_errors():
-    from .deploy import OutputExists
-    from .trained import RunLoadError
+    from .use.deploy import OutputExists
+    from .runs.load import RunLoadError
 
     return (OutputExists, RunLoadError, FileNotFoundError, ValueError, KeyError)
 
 
 def cmd_embed(args) -> int:
-    from .deploy import embed_file
+    from .use.deploy import embed_file
 
     try:
         out = embed_file(_load_model(args.run_dir), args.modality, Path(args.input), Path(args.out),
@@ -187,7 +190,7 @@ def cmd_embed(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from .deploy import build_index_dir
+    from .use.deploy import build_index_dir
 
     try:
         meta = build_index_dir(_load_model(args.run_dir), args.modality, Path(args.input), Path(args.out),
@@ -202,7 +205,7 @@ def cmd_index(args) -> int:
 def cmd_search(args) -> int:
     import numpy as np
 
-    from .deploy import search_index
+    from .use.deploy import search_index
 
     try:
         ids, scores = search_index(Path(args.index_dir), _load_model(args.run), args.modality, Path(args.queries),
@@ -220,7 +223,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .deploy import export_encoders
+    from .use.deploy import export_encoders
 
     try:
         files = export_encoders(_load_model(args.run_dir), args.format, Path(args.out), args.overwrite)
@@ -288,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory written by `mmcore run`")
     p.add_argument("--checkpoint", default="last.ckpt", help="file name under RUN_DIR/checkpoints")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.add_argument("--set", action="append", default=[], metavar="dataset.KEY=VALUE",
+                   help="change a dataset setting of the run's recipe, e.g. --set dataset.path=NEW_DIR when the "
+                        "data moved (repeatable; only dataset.* keys)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("report", help="compare runs: a table of summary metrics and their Recall@1 heat maps")

@@ -1,21 +1,23 @@
-"""The data that flows between the core and its components.
+"""The data that flows between the core and its components (the *what*; :mod:`mmcore.protocols` says the *who*).
 
 Everything here is plain data (attrs classes) so that importing it costs nothing: torch tensors appear only as
 field values. Shapes use ``B`` for the batch, ``N`` for a split, ``d`` for the embedding width.
 
 Batch contract
-    A batch maps modality name -> input tensor ``[B, input_dim]`` with a presence mask ``[B]`` per modality.
-    Sparse pairing is the normal case: a sample may lack any modality. Absent rows hold zeros and must be ignored
-    through ``present``.
+    A batch maps modality name -> that modality's input for ``B`` samples, with a presence mask ``[B]`` per
+    modality. An input is whatever the dataset yields and the encoder accepts, described by an :class:`InputSpec`:
+    a tensor ``[B, *shape]`` (``[B, input_dim]`` for feature vectors, ``[B, 3, H, W]`` for images), or a dict of
+    such tensors (token ids and an attention mask). Sparse pairing is the normal case: a sample may lack any
+    modality. Absent rows hold placeholders (zeros); the core runs an encoder on the present rows only.
 
 Anchor-strategy contract
-    From the normalised embeddings ``z[m]`` (``[B, d]``) and masks of a batch, a strategy returns an
-    :class:`Alignment`: the contrastive terms (which embeddings align with which anchor, on which rows, with which
-    weight) plus any auxiliary losses it computes itself. A strategy is an ``nn.Module``: its parameters are
-    trained and checkpointed with the model.
+    From the normalised embeddings ``z[m]`` (``[B, d]``, zeros on absent rows) and masks of a batch, a strategy
+    returns an :class:`Alignment`: the contrastive terms (which embeddings align with which anchor, on which rows,
+    with which weight) plus any auxiliary losses it computes itself. A strategy is an ``nn.Module``: its
+    parameters are trained and checkpointed with the model.
 
 Loss contract
-    A loss scores query rows against a candidate pool, see :mod:`mmcore.builtins.losses`. The runner owns the
+    A loss scores query rows against a candidate pool, see :mod:`mmcore.contrastive`. The core owns the
     symmetric pairing, the masking and the cross-rank gather, so a loss never sees more than "these queries,
     these candidates, these positives".
 """
@@ -56,20 +58,105 @@ class ConfigError(ValueError):
         self.field = field
 
 
+def _as_shape(value) -> tuple:
+    if isinstance(value, int):
+        return (value,)
+    return tuple(None if v is None else int(v) for v in value)
+
+
+@attrs.frozen
+class InputSpec:
+    """What one modality's input looks like for one sample: a tensor, or a dict of named tensors.
+
+    shape:  per-sample shape, without the batch dimension: ``(input_dim,)`` for a feature vector, ``(3, H, W)``
+            for an image; ``None`` marks a dimension of variable size (padded by the encoder's ``collate``)
+    dtype:  torch dtype name of the tensor (``"float32"``, ``"int64"``, ...)
+    fields: for a dict input, name -> :class:`InputSpec` of each entry (``shape``/``dtype`` then unused)
+
+    Datasets declare one per modality (``DatasetSplits.inputs``); the run directory records them, so a trained
+    run rebuilds its encoders without its training data. ``InputSpec.vector(24)`` is the flat default.
+    """
+
+    shape: tuple = attrs.field(default=(), converter=_as_shape)
+    dtype: str = "float32"
+    fields: dict = attrs.field(factory=dict)
+
+    @classmethod
+    def vector(cls, dim: int) -> "InputSpec":
+        """A flat float feature vector ``[dim]``."""
+        return cls((dim,))
+
+    @property
+    def is_vector(self) -> bool:
+        return not self.fields and len(self.shape) == 1 and self.shape[0] is not None and self.dtype == "float32"
+
+    @property
+    def dim(self) -> int:
+        """The width of a flat vector input (``ValueError`` for any other input)."""
+        if not self.is_vector:
+            raise ValueError(f"input {self.describe()} is not a flat float vector")
+        return self.shape[0]
+
+    def describe(self) -> str:
+        if self.fields:
+            return "{" + ", ".join(f"{k}: {v.describe()}" for k, v in self.fields.items()) + "}"
+        dims = ", ".join("*" if d is None else str(d) for d in self.shape)
+        return f"{self.dtype}[{dims}]"
+
+    def to_dict(self) -> dict:
+        if self.fields:
+            return {"fields": {k: v.to_dict() for k, v in self.fields.items()}}
+        return {"shape": [d for d in self.shape], "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InputSpec":
+        if "fields" in data:
+            return cls(fields={k: cls.from_dict(v) for k, v in data["fields"].items()})
+        return cls(tuple(data["shape"]), data.get("dtype", "float32"))
+
+    def example(self, rows: int = 2, length: int = 1):
+        """A placeholder input of ``rows`` samples, all ones (variable dimensions of size ``length``), e.g. the
+        example input of an export trace."""
+        import torch
+
+        if self.fields:
+            return {k: v.example(rows, length) for k, v in self.fields.items()}
+        shape = [rows, *(length if d is None else d for d in self.shape)]
+        return torch.ones(shape, dtype=getattr(torch, self.dtype))
+
+
+def input_spec(value) -> "InputSpec":
+    """An :class:`InputSpec` from a spec, or from an ``int`` width (a flat vector)."""
+    if isinstance(value, InputSpec):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return InputSpec.vector(value)
+    raise TypeError(f"expected an mmcore.InputSpec or an int width, got {type(value).__name__} {value!r}")
+
+
+def select_rows(inputs, rows):
+    """The rows ``rows`` (``[B]`` bool or ``[k]`` long) of one modality's batch input (a tensor or a dict)."""
+    if isinstance(inputs, dict):
+        return {k: select_rows(v, rows) for k, v in inputs.items()}
+    return inputs[rows]
+
+
 @attrs.frozen
 class Batch:
     """One training or evaluation batch.
 
-    inputs:  modality -> ``[B, input_dim]`` float tensor (zeros where absent)
+    inputs:  modality -> the modality's input for the batch: a ``[B, *shape]`` tensor or a dict of them (see
+             :class:`InputSpec`); absent rows hold placeholders
     present: modality -> ``[B]`` bool tensor
-    labels:  ``[B]`` long class labels, or None
-    ids:     ``[B]`` long sample ids (unique within a split), or None
+    labels:  ``[B]`` long class labels, or None (items say ``label``)
+    ids:     ``[B]`` long sample ids (unique within a split), or None (items say ``id``)
     """
 
     inputs: dict
     present: dict
     labels: Any = None
     ids: Any = None
+    rows: Any = None  # modality -> [k] indices of present rows or "all", computed on the host (core-internal)
 
     @property
     def size(self) -> int:
@@ -77,8 +164,8 @@ class Batch:
 
     @classmethod
     def from_collated(cls, data: dict) -> "Batch":
-        """Build from a default-collated dict ``{"inputs", "present", "label"?, "id"?}``."""
-        return cls(data["inputs"], data["present"], data.get("label"), data.get("id"))
+        """Build from a collated dict ``{"inputs", "present", "label"?, "id"?}``."""
+        return cls(data["inputs"], data["present"], data.get("label"), data.get("id"), data.get("rows"))
 
 
 @attrs.frozen
@@ -115,11 +202,17 @@ class Alignment:
 
 @attrs.frozen
 class EncoderContext:
-    """Given to an encoder's build: map ``[B, input_dim]`` to ``[B, embed_dim]`` (the runner normalises)."""
+    """Given to an encoder's build: map the modality's input (``[b, *input.shape]``, or a dict) to
+    ``[b, embed_dim]``. The core normalises the output and calls the encoder on present rows only."""
 
     modality: str
-    input_dim: int
-    embed_dim: int
+    input: InputSpec = attrs.field(converter=input_spec)
+    embed_dim: int = 0
+
+    @property
+    def input_dim(self) -> int:
+        """The input width, for encoders of flat feature vectors (``ValueError`` for other inputs)."""
+        return self.input.dim
 
 
 @attrs.frozen
@@ -128,7 +221,9 @@ class AnchorContext:
 
     modalities:     the recipe's modalities, in recipe order
     observed_pairs: unordered modality pairs that co-occur in training samples (the pairing plan)
-    loss:           the recipe's loss, as a callable ``loss(term) -> scalar`` the strategy may use for its own terms
+    loss:           the recipe's loss, as a callable ``loss(term) -> scalar`` (the mean over the global batch's
+                    valid rows, unweighted) the strategy may use for terms it scores itself; a term scored so
+                    must still be named in ``term_names()``
     embed_dim:      width of the shared space
     """
 
@@ -146,12 +241,35 @@ class LossContext:
 
 
 @attrs.frozen
+class EvaluatorContext:
+    """Given to an evaluator's build: the recipe's modalities (recipe order) and the embedding width."""
+
+    modalities: tuple = ()
+    embed_dim: int = 0
+
+
+@attrs.frozen
+class DatasetContext:
+    """Given to a dataset's build: the recipe's ``seed`` (use it for splits and generated data, so ``seed`` means
+    the same run everywhere) and the modalities the recipe has encoders for (recipe order)."""
+
+    seed: int = 0
+    modalities: tuple = ()
+
+
+def _input_specs(value: dict) -> dict:
+    return {m: input_spec(v) for m, v in dict(value).items()}
+
+
+@attrs.frozen
 class DatasetSplits:
     """What a dataset's build returns.
 
-    train, val, test: ``torch.utils.data.Dataset`` whose items are dicts ``{"inputs": {m: [input_dim]},
-                      "present": {m: bool}, "label": int, "id": int}``
-    input_dims:       modality -> input width
+    train, val, test: ``torch.utils.data.Dataset`` whose items are dicts ``{"inputs": {m: input},
+                      "present": {m: bool}, "label": int, "id": int}``; every modality is in every item (a
+                      placeholder where absent). A dataset may also offer ``get_batch(indices) -> collated batch``
+                      (as :class:`mmcore.TensorSplit` does): the core then fetches whole batches at once.
+    inputs:           modality -> :class:`InputSpec` (an ``int`` means a flat vector of that width)
     observed_pairs:   unordered pairs (frozensets) that co-occur in training samples
     class_names:      optional names, index = label
     """
@@ -159,9 +277,14 @@ class DatasetSplits:
     train: Any
     val: Any
     test: Any
-    input_dims: dict
-    observed_pairs: frozenset
+    inputs: dict = attrs.field(converter=_input_specs)
+    observed_pairs: frozenset = frozenset()
     class_names: tuple = ()
+
+    @property
+    def input_dims(self) -> dict:
+        """modality -> width, for datasets of flat vectors only."""
+        return {m: spec.dim for m, spec in self.inputs.items()}
 
 
 @attrs.frozen

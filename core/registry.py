@@ -25,7 +25,8 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .contracts import KINDS, Component
+from .contracts import KINDS, Component, ConfigError
+from .protocols import contract_problems
 
 BUILTIN_DISTRIBUTION = "mmcore"
 BUILTIN_MODULES = (
@@ -51,6 +52,15 @@ class PluginError(Exception):
 
 class UnknownComponentError(LookupError):
     """A recipe names a component that no loaded plugin provides (or that two provide)."""
+
+
+class ComponentBuildError(Exception):
+    """A component's build failed or returned something that breaks its contract. ``problems`` holds one
+    ``"<recipe path>: <what is wrong>"`` line each, naming the component and its distribution."""
+
+    def __init__(self, problems: list):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 @attrs.define
@@ -81,6 +91,26 @@ class Registry:
 
     def distribution_of(self, kind: str, name: str) -> str:
         return self.owners[kind][name]
+
+    def build(self, kind: str, name: str, config, context, path: str):
+        """Build component ``kind:name`` with its structured ``config`` and check the result against its contract
+        (:mod:`mmcore.protocols`). Raises :class:`ComponentBuildError` with lines at recipe path ``path``: a
+        :class:`mmcore.ConfigError` names ``path.<field>``; a crash or a broken contract names the distribution."""
+        component = self.get(kind, name)
+        owner = self.distribution_of(kind, name)
+        try:
+            built = component.build(config, context)
+        except ConfigError as exc:
+            raise ComponentBuildError([f"{path}.{exc.field}: {exc}"]) from exc
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, never a traceback
+            raise ComponentBuildError([f"{path}: building {name!r} (from {owner}) failed: "
+                                       f"{type(exc).__name__}: {exc}"]) from exc
+        problems = contract_problems(kind, built)
+        if problems:
+            label = KIND_LABELS[kind]
+            raise ComponentBuildError([f"{path}: {label} {name!r} (from {owner}) breaks the {label} contract: {p}"
+                                       for p in problems])
+        return built
 
     def get(self, kind: str, name: str) -> Component:
         """Look up a component, or raise UnknownComponentError saying what is installed and what is close."""

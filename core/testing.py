@@ -49,7 +49,9 @@ def run_recipe(raw: dict, out: str | Path) -> dict:
     Raises :class:`mmcore.RecipeError` for an invalid recipe, as ``mmcore run`` would report it."""
     from .recipe import structure_recipe
     from .registry import get_registry
-    from .runner import assemble, make_run_dir, train
+    from .runs.directory import make_run_dir
+    from .runs.train import train
+    from .train.build import assemble
 
     registry = get_registry()
     recipe = structure_recipe(raw, registry, "<test recipe>")

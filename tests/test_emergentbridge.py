@@ -14,7 +14,7 @@ import torch
 
 import mmcore
 from conftest import RECIPES
-from mmcore.runner import term_loss
+from mmcore.train.objective import term_loss
 
 A, B, N = "image", "text", "audio"
 MODALITIES = (A, B, N)
@@ -231,7 +231,7 @@ def test_the_mapper_gets_no_gradient_from_the_new_modality(projection):
 
 
 def test_the_mapper_is_optimised_and_checkpointed_with_the_model():
-    from mmcore.runner import assemble
+    from mmcore.train.build import assemble
 
     recipe, _ = mmcore.load_recipe(RECIPES / "emergentbridge.toml", ["dataset.train_size=64", "dataset.val_size=16",
                                                                      "dataset.test_size=16"])
@@ -275,7 +275,7 @@ SMALL = ["dataset.train_size=2000", "dataset.val_size=200", "dataset.test_size=5
 """recipes/emergentbridge.toml (linear text tower, anchor image, pairs image-text and image-audio) at a test size."""
 SEEDS = (0, 1, 2)
 METHODS = {
-    "fixed anchor": ["anchor.name=imagebind", "anchor.modality=image"],
+    "fixed anchor": ["anchor.name=imagebind", "anchor.anchor=image"],
     "loss": [],  # the recipe: projection = "loss", lambda = 0.1, sigma = 0.1
     "gradient": ['anchor.projection="gradient"', "anchor.lambda=0.25"],
 }

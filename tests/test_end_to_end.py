@@ -32,7 +32,7 @@ def test_run_writes_metrics_checkpoints_events_and_the_resolved_recipe(finished_
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     resolved = tomllib.loads((run_dir / "recipe.toml").read_text())
-    assert resolved["trainer"]["max_epochs"] == 1 and resolved["anchor"] == {"name": "imagebind", "modality": "image"}
+    assert resolved["trainer"]["max_epochs"] == 1 and resolved["anchor"] == {"name": "imagebind", "anchor": "image"}
     assert (run_dir / "sources" / "0-imagebind.toml").is_file()
     assert json.loads((run_dir / "environment.json").read_text())["torch"]
     assert "retrieval/emergent/R@1" in proc.stdout
@@ -83,7 +83,7 @@ def test_runs_without_matplotlib_skip_only_the_figures(finished_run, monkeypatch
     import numpy as np
 
     import mmcore
-    from mmcore.report import write_run_pictures
+    from mmcore.use.report import write_run_pictures
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     split = mmcore.EmbeddedSplit(z={"a": np.eye(4, dtype=np.float32)}, present={"a": np.ones(4, bool)})

@@ -68,7 +68,7 @@ def test_a_batch_holds_the_files_rows_in_the_requested_order(tmp_path):
     for io in ("pread", "mmap"):
         split = build_features(FeaturesConfig(str(tmp_path / "d"), io=io)).train
         wanted = [5, 0, 5, 13, 2]  # unsorted, with a repeat
-        batch = split.__getitems__(wanted)
+        batch = split.get_batch(wanted)
         for position, index in enumerate(wanted):
             row = train_rows[index]
             assert torch.equal(batch["inputs"]["image"][position], torch.from_numpy(files["image"][row]))
@@ -83,9 +83,12 @@ def test_a_batch_holds_the_files_rows_in_the_requested_order(tmp_path):
         assert batch["id"].dtype == torch.long and batch["label"].dtype == torch.long
     item = splits.train[3]
     assert torch.equal(item["inputs"]["image"], torch.from_numpy(files["image"][train_rows[3]]))
-    # the runner's reference set is a Subset of the training split; it batches through __getitems__ too
+    # the core's reference set is a Subset of the training split; it batches through get_batch too
+    from mmcore.train.data import BindingData
+
     subset = Subset(splits.train, range(4))
-    assert subset.__getitems__([1, 3])["id"].tolist() == [1000 + 39 - train_rows[1], 1000 + 39 - train_rows[3]]
+    batch = BindingData(splits, 4).fetch(subset, [1, 3])
+    assert batch["id"].tolist() == [1000 + 39 - train_rows[1], 1000 + 39 - train_rows[3]]
 
 
 def test_the_random_split_is_seeded_and_pairs_are_observed_in_training_rows_only(tmp_path):
@@ -127,7 +130,7 @@ def test_nan_in_a_present_row_names_the_file_and_row_but_absent_rows_may_hold_na
     text[3] = np.nan  # row 3 is odd: text is absent there
     _write(tmp_path / "ok", text=text)
     train = build_features(FeaturesConfig(str(tmp_path / "ok"))).train
-    assert torch.isfinite(train.__getitems__(list(range(len(train))))["inputs"]["text"]).all()
+    assert torch.isfinite(train.get_batch(list(range(len(train))))["inputs"]["text"]).all()
     text[6, 1] = np.inf  # row 6 is present
     error = _error(tmp_path, text=text)
     assert error.field == "path" and "text.npy" in str(error) and "row 6" in str(error)
@@ -135,7 +138,7 @@ def test_nan_in_a_present_row_names_the_file_and_row_but_absent_rows_may_hold_na
     splits = build_features(FeaturesConfig(str(tmp_path / "d"), check_values=False, test_fraction=0.5))
     part = next(s for s in (splits.train, splits.val, splits.test) if 6 in s.rows.tolist())
     with pytest.raises(ValueError, match=r"text\.npy: row 6 is present but holds NaN"):
-        part.__getitems__(list(range(len(part))))
+        part.get_batch(list(range(len(part))))
 
 
 @pytest.mark.parametrize("changes, file, words", [

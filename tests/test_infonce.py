@@ -65,7 +65,7 @@ def test_invalid_candidates_are_never_negatives_and_rows_stay_finite():
 
 
 def test_pair_rows_equal_two_row_calls_with_masks_and_labels():
-    from mmcore.builtins.losses import info_nce_pair_rows
+    from mmcore.contrastive.infonce import info_nce_pair_rows
 
     gen = torch.Generator().manual_seed(0)
     q = torch.nn.functional.normalize(torch.randn(9, 4, generator=gen), dim=1)
@@ -81,7 +81,7 @@ def test_pair_rows_equal_two_row_calls_with_masks_and_labels():
 
 def test_symmetric_term_loss_is_the_mean_of_both_directions_over_valid_rows():
     from mmcore.builtins.losses import InfoNCEConfig, build_infonce
-    from mmcore.runner import term_loss
+    from mmcore.train.objective import term_loss
 
     loss = build_infonce(InfoNCEConfig(temperature=0.5, learnable=False), None)
     q, k = torch.tensor(Q), torch.tensor(K)
@@ -108,7 +108,7 @@ def test_per_term_temperatures_apply_to_their_term_only_hand_computed():
     """ImageBind fixes a temperature per modality pair: term 'a-b' uses its own (0.25, scale 4), any other term
     the shared one (0.5, scale 2); both paths of the runner (one process: pair_rows; rows) agree with the hand."""
     from mmcore.builtins.losses import InfoNCEConfig, TermTemperature, build_infonce
-    from mmcore.runner import term_loss
+    from mmcore.train.objective import term_loss
 
     loss = build_infonce(InfoNCEConfig(temperature=0.5, per_term={"a-b": TermTemperature(0.25)}), None)
     q, k, mask = torch.tensor(Q), torch.tensor(K), torch.ones(3, dtype=torch.bool)
@@ -128,9 +128,11 @@ def test_per_term_temperatures_train_as_configured(tmp_path):
     import mmcore.testing
     from mmcore.recipe import structure_recipe
     from mmcore.registry import get_registry
-    from mmcore.runner import assemble, make_run_dir, train
+    from mmcore.train.build import assemble
+    from mmcore.runs.directory import make_run_dir
+    from mmcore.runs.train import train
 
-    raw = mmcore.testing.tiny_recipe(anchor={"name": "imagebind", "modality": "image"}, loss={
+    raw = mmcore.testing.tiny_recipe(anchor={"name": "imagebind", "anchor": "image"}, loss={
         "name": "infonce", "temperature": 0.07,
         "per_term": {"audio-image": {"temperature": 0.05}, "text-image": {"temperature": 0.1, "learnable": True}}})
     raw["trainer"]["max_epochs"] = 2

@@ -58,7 +58,7 @@ def test_both_directions_match_a_brute_force_masked_softmax(mask_reverse):
 
 
 def test_invalid_candidates_and_the_symmetric_term_match_the_hand_computation():
-    from mmcore.runner import term_loss
+    from mmcore.train.objective import term_loss
 
     loss = build("mamcl", temperature=T)
     mask = [True, True, True, False, True]
@@ -72,7 +72,7 @@ def test_invalid_candidates_and_the_symmetric_term_match_the_hand_computation():
 
 @pytest.mark.parametrize("mask_reverse", [True, False])
 def test_with_one_label_for_all_or_no_labels_it_is_the_builtin_infonce(mask_reverse):
-    from mmcore.runner import term_loss
+    from mmcore.train.objective import term_loss
 
     gen = torch.Generator().manual_seed(0)
     q = torch.nn.functional.normalize(torch.randn(7, 3, generator=gen), dim=1)

@@ -63,7 +63,7 @@ def test_splits_carry_uci_row_ids_labels_and_the_pairing_plan():
         assert present["pix"].all() and not (present["fou"] & present["mor"]).any()  # fou-mor never observed
         assert abs(present["fou"].sum() - present["mor"].sum()) <= 10  # groups dealt round-robin per class
     assert all(p.all() for p in splits.test.present.values())
-    batch = splits.test.__getitems__([0, 5])
+    batch = splits.test.get_batch([0, 5])
     ids = batch["id"].tolist()
     assert batch["label"].tolist() == [i // 200 for i in ids]
     raw_mor = _csv("mor")[0]
@@ -156,7 +156,7 @@ def test_a_short_real_run_aligns_a_never_trained_pair_far_above_chance(tmp_path)
     raw = {"name": "mf", "seed": 0, "embed_dim": 32,
            "dataset": {"name": "mfeat", "views": views, "seed": 0, "pairing": [["pix", "fac"], ["pix", "kar"]]},
            "encoders": {m: {"name": "mlp", "hidden": [64]} for m in views},
-           "anchor": {"name": "imagebind", "modality": "pix"},
+           "anchor": {"name": "imagebind", "anchor": "pix"},
            "loss": {"name": "infonce", "temperature": 0.1},
            "evaluators": [{"name": "retrieval", "ks": [1, 10]}, {"name": "zero_shot"}],
            "optimizer": {"lr": 0.003},

@@ -144,7 +144,7 @@ class _PoisonAt(torch.nn.Module):
 
 def _poisoned(recipe_overrides, step):
     import mmcore
-    from mmcore.runner import assemble
+    from mmcore.train.build import assemble
 
     recipe, sources = mmcore.load_recipe(RECIPES / "imagebind.toml", SMALL + recipe_overrides)
     module, data = assemble(recipe)
@@ -153,7 +153,8 @@ def _poisoned(recipe_overrides, step):
 
 
 def test_a_nan_loss_term_stops_the_run_naming_the_term_the_step_and_the_last_good_checkpoint(tmp_path):
-    from mmcore.runner import NonFiniteLoss, train
+    from mmcore.train.module import NonFiniteLoss
+    from mmcore.runs.train import train
 
     recipe, sources, built = _poisoned([], step=6)
     with pytest.raises(NonFiniteLoss) as info:
@@ -165,7 +166,7 @@ def test_a_nan_loss_term_stops_the_run_naming_the_term_the_step_and_the_last_goo
 
 
 def test_on_nonfinite_skip_skips_the_bad_batch_and_finishes(tmp_path):
-    from mmcore.runner import train
+    from mmcore.runs.train import train
 
     recipe, sources, built = _poisoned(["trainer.on_nonfinite=skip"], step=6)
     metrics = train(recipe, sources, tmp_path, module_data=built)
@@ -190,7 +191,7 @@ def test_deferred_gpu_nonfinite_check_judges_in_step_order_and_always_before_a_c
     """On a GPU ("stop" mode) the loss flags are read late instead of synchronising every step; this runs that
     bookkeeping on the CPU with stand-in events: nothing is judged before the device has passed it, the first
     bad step is the one named, and a checkpoint write waits for every pending check."""
-    from mmcore.runner import NonFiniteLoss
+    from mmcore.train.module import NonFiniteLoss
 
     recipe, _, (module, _) = _poisoned([], step=-1)
     module.trainer = types.SimpleNamespace(default_root_dir="/nonexistent")  # only read for the message

@@ -44,7 +44,7 @@ def test_tiled_equals_plain_values_and_gradients(tile, masked):
 
 def test_tiled_loss_is_selectable_in_a_recipe_and_matches_plain_in_the_runner():
     from mmcore.builtins.losses import InfoNCEConfig, build_infonce
-    from mmcore.runner import term_loss
+    from mmcore.train.objective import term_loss
 
     q, c, _, labels, valid = _case(n=40, big_n=40)
     term = mmcore.AlignmentTerm("t", q, c, valid, labels=labels)
@@ -88,7 +88,7 @@ def test_tiled_pair_sweep_hand_computed():
     q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     k = torch.tensor([[0.6, 0.8], [1.0, 0.0]])
     s = torch.tensor(2.0)
-    from mmcore.builtins.tiled import tiled_pair_logsumexp
+    from mmcore.contrastive.tiled import tiled_pair_logsumexp
 
     rows, cols = tiled_pair_logsumexp(q, k, s, tile=1)
     import math
@@ -105,7 +105,7 @@ def test_tiled_pair_sweep_hand_computed():
 def test_the_cuda_forms_of_the_pair_rows_equal_the_cpu_form(masked, form):
     """The CUDA paths of info_nce_pair_rows (bf16/fp16: a second product; fp32: a transposed copy, both instead of
     a column softmax), run on the CPU in fp32: same values and gradients."""
-    from mmcore.builtins.losses import _column_bias, _pair_rows_by_one_product, _pair_rows_by_two_products
+    from mmcore.contrastive.infonce import _column_bias, _pair_rows_by_one_product, _pair_rows_by_two_products
 
     q, k, _, labels, valid = _case(n=45, big_n=45, seed=5)
     if not masked:

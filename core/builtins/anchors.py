@@ -30,6 +30,12 @@ def build_pairwise(config: PairwiseConfig, context):
         def forward(self, z, present, batch):
             return Alignment([AlignmentTerm(f"{a}-{b}", z[a], z[b], present[a] & present[b]) for a, b in pairs])
 
+        def term_names(self):
+            return tuple(f"{a}-{b}" for a, b in pairs)
+
+        def trained_pairs(self, observed):
+            return {frozenset(p) for p in pairs} & set(observed)
+
     return Pairwise()
 
 

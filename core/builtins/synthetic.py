@@ -15,12 +15,11 @@ same plan and the test split observes every modality. Everything derives from ``
 
 from __future__ import annotations
 
-import itertools
-
 import attrs
 
 from ..contracts import Component, ConfigError
 from ..hookspecs import hookimpl
+from ..pairs import observed_pairs
 
 
 @attrs.frozen
@@ -108,14 +107,12 @@ def build_synthetic(config: SyntheticConfig, context=None):
     from ..data import TensorSplit
 
     splits = {name: TensorSplit(*parts) for name, parts in generate(config).items()}
-    observed = frozenset(
-        frozenset(pair) for group in _pairing_groups(config) for pair in itertools.combinations(group, 2)
-    )
+    observed = observed_pairs(_pairing_groups(config))
     return DatasetSplits(
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
-        input_dims={m: spec.input_dim for m, spec in config.modalities.items()},
+        inputs={m: spec.input_dim for m, spec in config.modalities.items()},
         observed_pairs=observed,
         class_names=tuple(f"class {k}" for k in range(config.num_classes)),
     )

@@ -68,6 +68,9 @@ def build_centrobind(config: CentroBindConfig, context: mmcore.AnchorContext):
                      for m in modalities]
             return mmcore.Alignment(terms)
 
+        def term_names(self):
+            return tuple(f"{m}-centroid" for m in modalities)
+
         def trained_pairs(self, observed):
             """Every observed pair: co-present modalities are tied to each other through their shared centroid."""
             return set(observed)

@@ -43,9 +43,15 @@ def _strategy_class():
             self.new = tuple(m for m in self.modalities if m not in (config.anchor, config.proxy))
             self.mapper = build_mapper(config.mapper, context.embed_dim, config.mapper_hidden)
 
+        def term_names(self):
+            """The anchor terms ``m-A`` and the proxy terms ``proxy/N-B``, in both variants (``"gradient"``
+            scores them itself, through the context's loss)."""
+            return (*mmcore.anchor_term_names(self.anchor, self.modalities),
+                    *(f"proxy/{n}-{self.proxy}" for n in self.new))
+
         def trained_pairs(self, observed):
             """The anchor pairs: the only pairs aligned directly. ``N``-``B`` pairs are emergent."""
-            return {pair for pair in observed if self.anchor in pair}
+            return mmcore.pairs_with(self.anchor, observed)
 
         def bridge(self, z_anchor):
             """``[n, d] -> [n, d]``: the detached noisy bridge anchor ``normalize(g(u) + sigma * eps)``."""
@@ -55,9 +61,7 @@ def _strategy_class():
                 return F.normalize(predicted + noise, dim=-1)
 
         def anchor_terms(self, z, present):
-            a = self.anchor
-            return [mmcore.AlignmentTerm(f"{m}-{a}", z[m], z[a], present[m] & present[a])
-                    for m in self.modalities if m != a]
+            return mmcore.anchor_terms(z, present, self.anchor, self.modalities)
 
         def forward(self, z, present, batch=None):
             a, p, config = self.anchor, self.proxy, self.config

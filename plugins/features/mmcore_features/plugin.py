@@ -79,7 +79,7 @@ def build_features(config: FeaturesConfig, context=None):
     class_names = layout.class_names or tuple(f"class {k}" for k in range(num_classes))
     return mmcore.DatasetSplits(
         train=parts["train"], val=parts["val"], test=parts["test"],
-        input_dims={m: spec[2] for m, spec in layout.modalities.items()},
+        inputs={m: spec[2] for m, spec in layout.modalities.items()},
         observed_pairs=checks.observed_pairs(layout, split, config.io),
         class_names=class_names,
     )

@@ -1,6 +1,6 @@
 """``FeatureSplit``: a torch Dataset over some rows of a features directory, read from disk one batch at a time.
 
-``__getitems__(indices)`` returns the whole batch in the batch contract (the runner then collates with the identity):
+``get_batch(indices)`` returns the whole batch in the batch contract (the core fetches whole batches through it):
 ``{"inputs": {m: [B, d_m] float32}, "present": {m: [B] bool}, "id": [B] long, "label": [B] long}`` (no ``"label"``
 without labels.npy). The batch's file rows are sorted and deduplicated before reading (consecutive rows become one
 read), and the result is put back in the requested order. Absent rows are zeros whatever the file holds.
@@ -36,7 +36,7 @@ class FeatureSplit(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitems__(self, indices) -> dict:
+    def get_batch(self, indices) -> dict:
         wanted = self.rows[np.asarray(indices, dtype=np.int64)]
         rows, back = np.unique(wanted, return_inverse=True)  # sorted, unique; rows[back] == wanted
         inputs, present = {}, {}
@@ -57,7 +57,7 @@ class FeatureSplit(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         """One sample (for code that does not batch): the batch of one, unbatched."""
-        batch = self.__getitems__([index])
+        batch = self.get_batch([index])
         item = {"inputs": {m: x[0] for m, x in batch["inputs"].items()},
                 "present": {m: p[0] for m, p in batch["present"].items()}, "id": batch["id"][0]}
         if "label" in batch:

@@ -13,34 +13,36 @@ import mmcore
 
 @attrs.frozen
 class ImageBindConfig:
-    """``modality``: the anchor modality (must have an encoder in the recipe)."""
+    """``anchor``: the anchor modality (must have an encoder in the recipe). The key was ``modality`` before; it
+    still works, with a warning naming ``anchor``."""
 
-    modality: str
+    __mmcore_renamed__ = {"modality": "anchor"}
+
+    anchor: str
 
 
 def build_imagebind(config: ImageBindConfig, context: mmcore.AnchorContext):
     from torch import nn
 
-    if config.modality not in context.modalities:
+    if config.anchor not in context.modalities:
         raise mmcore.ConfigError(
-            "modality",
-            f"anchor modality {config.modality!r} has no encoder; modalities: {', '.join(context.modalities)}",
+            "anchor",
+            f"anchor modality {config.anchor!r} has no encoder; modalities: {', '.join(context.modalities)}",
         )
 
-    anchor = config.modality
+    anchor = config.anchor
 
     class FixedAnchor(nn.Module):
         """Terms ``m-A`` for every non-anchor ``m``: query ``z[m]``, key ``z[A]``, rows where both are present."""
 
         def forward(self, z, present, batch):
-            terms = [
-                mmcore.AlignmentTerm(f"{m}-{anchor}", z[m], z[anchor], present[m] & present[anchor])
-                for m in context.modalities if m != anchor
-            ]
-            return mmcore.Alignment(terms)
+            return mmcore.Alignment(mmcore.anchor_terms(z, present, anchor, context.modalities))
+
+        def term_names(self):
+            return mmcore.anchor_term_names(anchor, context.modalities)
 
         def trained_pairs(self, observed):
-            return {pair for pair in observed if anchor in pair}
+            return mmcore.pairs_with(anchor, observed)
 
     return FixedAnchor()
 

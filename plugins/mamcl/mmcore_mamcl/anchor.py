@@ -71,7 +71,10 @@ def build_query_target(config: QueryTargetConfig, context: mmcore.AnchorContext)
             mask = present[query].bool() & has_target
             return mmcore.Alignment([mmcore.AlignmentTerm(f"{query}-target", z[query], key, mask, labels=ids)])
 
+        def term_names(self):
+            return (f"{query}-target",)
+
         def trained_pairs(self, observed):
-            return {pair for pair in observed if pair in {frozenset((query, t)) for t in targets}}
+            return mmcore.pairs_with(query, observed) & {frozenset((query, t)) for t in targets}
 
     return QueryTarget()

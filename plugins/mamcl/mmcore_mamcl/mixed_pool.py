@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import attrs
 
+import mmcore
+
 
 @attrs.frozen
 class MixedPoolConfig:
@@ -39,24 +41,6 @@ def mixed_gallery(split, targets: tuple):
     return np.concatenate(vectors).astype(np.float32), np.concatenate(owners)
 
 
-def mixed_ranks(queries, rows, positives, gallery, owner, chunk_size: int):
-    """1-based rank of each positive among the gallery items of *other* samples (ties count for the query).
-
-    queries: ``[n, d]`` of sample rows ``rows`` (``[n]``); positives: ``[n, d]``; gallery ``[M, d]`` with
-    ``owner`` ``[M]``. Returns ``[n]`` ranks.
-    """
-    import numpy as np
-
-    ranks = np.empty(len(queries), dtype=np.int64)
-    for start in range(0, len(queries), chunk_size):
-        q = queries[start:start + chunk_size]
-        scores = q @ gallery.T
-        positive = np.einsum("ij,ij->i", q, positives[start:start + len(q)])
-        other = owner[None, :] != rows[start:start + len(q), None]
-        ranks[start:start + len(q)] = 1 + ((scores > positive[:, None]) & other).sum(1)
-    return ranks
-
-
 def mixed_pool(split, config: MixedPoolConfig = MixedPoolConfig()) -> dict:
     """The metrics of the module docstring; ``{}`` when the query modality is missing."""
     import numpy as np
@@ -73,7 +57,9 @@ def mixed_pool(split, config: MixedPoolConfig = MixedPoolConfig()) -> dict:
         rows = np.flatnonzero(split.present[config.query] & split.present[t])
         if not len(rows):
             continue
-        ranks = mixed_ranks(split.z[config.query][rows], rows, split.z[t][rows], gallery, owner, config.chunk_size)
+        # rank of t_i among the candidates of the other samples (sample i's other targets are not counted)
+        ranks = mmcore.ranks_of_positives(split.z[config.query][rows], gallery, config.chunk_size,
+                                          positives=split.z[t][rows], owners=(rows, owner))
         per_target[t] = {f"R@{k}": float(np.mean(ranks <= k)) for k in config.ks}
         gap = split.z[config.query][rows].mean(0) - split.z[t][rows].mean(0)
         metrics[f"mixed_pool/gap/{t}"] = float(np.linalg.norm(gap))
@@ -95,4 +81,4 @@ def mixed_pool(split, config: MixedPoolConfig = MixedPoolConfig()) -> dict:
 
 
 def build_mixed_pool(config: MixedPoolConfig, context=None):
-    return lambda split: mixed_pool(split, config)
+    return mmcore.evaluator(lambda split: mixed_pool(split, config), ("mixed_pool/any/R@1",))

@@ -134,7 +134,7 @@ def build_mixed_targets(config: MixedTargetsConfig, context=None) -> mmcore.Data
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
-        input_dims={QUERY: config.input_dim, "a": config.input_dim, "b": config.input_dim,
+        inputs={QUERY: config.input_dim, "a": config.input_dim, "b": config.input_dim,
                     "a+b": 2 * config.input_dim},
         observed_pairs=frozenset(frozenset((QUERY, t)) for t in TARGETS),
         class_names=tuple(f"class {k}" for k in range(config.num_classes)),

@@ -18,8 +18,6 @@ training rows where it is observed (never val or test rows).
 
 from __future__ import annotations
 
-import itertools
-
 import attrs
 
 import mmcore
@@ -117,11 +115,10 @@ def build_mfeat(config: MfeatConfig, context=None):
             labels=torch.from_numpy(labels[rows]),
             ids=torch.from_numpy(rows),
         )
-    observed = frozenset(frozenset(pair) for group in arrays["groups"] for pair in itertools.combinations(group, 2))
     return mmcore.DatasetSplits(
         train=splits["train"], val=splits["val"], test=splits["test"],
-        input_dims={m: int(x.shape[1]) for m, x in inputs.items()},
-        observed_pairs=observed,
+        inputs={m: int(x.shape[1]) for m, x in inputs.items()},
+        observed_pairs=mmcore.observed_pairs(arrays["groups"]),
         class_names=tuple(str(k) for k in range(NUM_CLASSES)),
     )
 

@@ -8,24 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..builtins.evaluators import unit_rows
+from ..files import OutputExists, atomic_output, check_output  # noqa: F401 - OutputExists: raised here
+
 INDEX_FILE = "index.faiss"
 RECALL_SAMPLE = 1000
 """Queries used to measure an approximate index's recall@10 against exact search when it is built."""
-
-
-class OutputExists(Exception):
-    """The output path already exists and overwriting was not asked for."""
-
-
-def _claim(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputExists(f"{path} already exists; pass --overwrite or choose another --out")
 
 
 def _progress(total: int, label: str):
@@ -42,30 +35,35 @@ def _progress(total: int, label: str):
     return update, bar.close
 
 
-def read_array(path: str | Path) -> np.ndarray:
-    """A ``.npy`` file as a read-only memory map ``[N, input_dim]``."""
+def read_array(path: str | Path, spec=None) -> np.ndarray:
+    """A ``.npy`` file as a read-only memory map ``[N, *shape]``, checked against the modality's input spec
+    (``[N, input_dim]`` for feature vectors; a 2-D array when no spec is given)."""
     array = np.load(path, mmap_mode="r")
-    if array.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D array [rows, features], got shape {array.shape}")
+    expected = spec.shape if spec is not None and not spec.fields else (None,)
+    if spec is not None and spec.fields:
+        raise ValueError(f"{path}: this modality takes a dict input {spec.describe()}; embed it from Python with "
+                         "mmcore.load(RUN_DIR).encode(modality, {name: array, ...})")
+    if array.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, array.shape[1:])):
+        want = ", ".join("*" if e is None else str(e) for e in expected)
+        raise ValueError(f"{path}: expected an array [rows, {want}], got shape {list(array.shape)}")
     return array
 
 
 def embed_file(model, modality: str, input_path: Path, out: Path, batch_size: int = 4096,
                overwrite: bool = False) -> np.ndarray:
     """Embed ``input_path`` with the run's encoder for ``modality`` into ``out`` (``.npy``, ``[N, dim]`` float32)."""
-    _claim(out, overwrite)
-    inputs = read_array(input_path)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.npy")
-    target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(inputs), model.dim))
-    update, close = _progress(len(inputs), f"embed {modality}")
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start:start + batch_size]
-        target[start:start + len(chunk)] = model.encode(modality, chunk, batch_size=batch_size)
-        update(start + len(chunk), len(inputs))
-    close()
-    target.flush()
-    del target
-    os.replace(tmp, out)
+    inputs = read_array(input_path, model.inputs.get(modality))
+    check_output(out, overwrite)
+    with atomic_output(out, suffix=".npy") as tmp:
+        target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(inputs), model.dim))
+        update, close = _progress(len(inputs), f"embed {modality}")
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start:start + batch_size]
+            target[start:start + len(chunk)] = model.encode(modality, chunk, batch_size=batch_size)
+            update(start + len(chunk), len(inputs))
+        close()
+        target.flush()
+        del target
     return np.load(out, mmap_mode="r")
 
 
@@ -78,10 +76,10 @@ def build_index_dir(model, modality: str, input_path: Path, out: Path, factory: 
     """
     import faiss
 
-    from .builtins.evaluators import build_index
+    from ..builtins.evaluators import build_index
 
-    _claim(out, overwrite)
-    inputs = read_array(input_path)
+    check_output(out, overwrite)
+    inputs = read_array(input_path, model.inputs.get(modality))
     update, close = _progress(len(inputs), f"embed {modality}")
     vectors = model.encode(modality, inputs, batch_size=batch_size, progress=update)
     close()
@@ -96,15 +94,10 @@ def build_index_dir(model, modality: str, input_path: Path, out: Path, factory: 
         _, exact = build_index(vectors).search(sample, 10)
         _, approx = index.search(sample, 10)
         meta["recall@10_vs_exact"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx)]))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    faiss.write_index(index, str(tmp / INDEX_FILE))
-    np.save(tmp / "ids.npy", ids)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_output(out, directory=True) as tmp:
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        np.save(tmp / "ids.npy", ids)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta
 
 
@@ -121,7 +114,7 @@ def search_index(index_dir: Path, model, modality: str, queries_path: Path, k: i
     if meta.get("nprobe"):
         faiss.extract_index_ivf(index).nprobe = meta["nprobe"]
     ids = np.load(index_dir / "ids.npy")
-    queries = model.encode(modality, read_array(queries_path), batch_size=batch_size)
+    queries = model.encode(modality, read_array(queries_path, model.inputs.get(modality)), batch_size=batch_size)
     scores, rows = index.search(queries, min(k, index.ntotal))
     return ids[rows], scores
 
@@ -133,36 +126,33 @@ def export_encoders(model, fmt: str, out: Path, overwrite: bool = False) -> list
     ``onnx`` package). ``safetensors``: ``<modality>.safetensors`` weights plus ``<modality>.json`` describing the
     layers (needs ``safetensors``). A ``manifest.json`` lists input widths and the embedding width.
     """
-    _claim(out, overwrite)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    check_output(out, overwrite)
     manifest = {"run": str(Path(model.run_dir).resolve()), "format": fmt, "dim": model.dim, "encoders": {}}
-    for modality in model.modalities:
-        encoder = model.module.encoders[modality].cpu().eval()
-        input_dim = model.data.splits.input_dims[modality]
-        wrapped = Normalised(encoder).eval()
-        example = torch.zeros(2, input_dim)
-        if fmt == "torchscript":
-            path = tmp / f"{modality}.pt"
-            torch.jit.trace(wrapped, example).save(str(path))
-        elif fmt == "onnx":
-            path = tmp / f"{modality}.onnx"
-            torch.onnx.export(wrapped, (example,), str(path), input_names=["inputs"], output_names=["embeddings"],
-                              dynamic_axes={"inputs": {0: "batch"}, "embeddings": {0: "batch"}})
-        elif fmt == "safetensors":
-            from safetensors.torch import save_file
+    with atomic_output(out, directory=True) as tmp:
+        for modality in model.modalities:
+            encoder = model.module.encoders[modality].cpu().eval()
+            spec = model.inputs[modality]
+            wrapped = Normalised(encoder).eval()
+            example = spec.example(2)
+            if fmt == "torchscript":
+                path = tmp / f"{modality}.pt"
+                inputs = (example,) if isinstance(example, dict) else example
+                torch.jit.trace(wrapped, inputs, strict=False).save(str(path))
+            elif fmt == "onnx":
+                path = tmp / f"{modality}.onnx"
+                torch.onnx.export(wrapped, (example,), str(path), input_names=["inputs"], output_names=["embeddings"],
+                                  dynamic_axes={"inputs": {0: "batch"}, "embeddings": {0: "batch"}})
+            elif fmt == "safetensors":
+                from safetensors.torch import save_file
 
-            path = tmp / f"{modality}.safetensors"
-            save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(path))
-            (tmp / f"{modality}.json").write_text(json.dumps({"layers": repr(encoder)}, indent=2))
-        else:
-            raise ValueError(f"unknown export format {fmt!r}; use torchscript, onnx or safetensors")
-        manifest["encoders"][modality] = {"file": path.name, "input_dim": input_dim}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+                path = tmp / f"{modality}.safetensors"
+                save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(path))
+                (tmp / f"{modality}.json").write_text(json.dumps({"layers": repr(encoder)}, indent=2))
+            else:
+                raise ValueError(f"unknown export format {fmt!r}; use torchscript, onnx or safetensors")
+            manifest["encoders"][modality] = {"file": path.name, "input": spec.to_dict(),
+                                              **({"input_dim": spec.dim} if spec.is_vector else {})}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     model.module.to(model.device)
     return sorted(out.iterdir())
 
@@ -175,4 +165,4 @@ class Normalised(torch.nn.Module):
         self.encoder = encoder
 
     def forward(self, inputs):
-        return torch.nn.functional.normalize(self.encoder(inputs), dim=-1)
+        return unit_rows(self.encoder(inputs))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 
-MASKED_LOGIT = -1.0e4  # as in losses.py: exp underflows to 0, but finite
+from .infonce import MASKED_LOGIT
 
 
 def _blocks(n: int, tile: int):

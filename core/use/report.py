@@ -112,7 +112,8 @@ def projection_figure(split):
     return fig
 
 
-def write_run_pictures(run_dir: Path, split, metrics: dict, experiment=None, step: int = 0) -> list:
+def write_run_pictures(run_dir: Path, split, metrics: dict, experiment=None, step: int = 0,
+                       summary_metrics: tuple = ()) -> list:
     """Save ``recall_heatmap.png`` and ``embeddings_2d.png`` into the run directory and, given a TensorBoard
     ``SummaryWriter`` (``experiment``), log them plus the embedding projector. Returns the PNG paths written."""
     if experiment is not None:
@@ -145,7 +146,7 @@ def write_run_pictures(run_dir: Path, split, metrics: dict, experiment=None, ste
 
 def read_run(run_dir: Path) -> dict:
     """A run's metrics, resolved recipe and trained pairs (``metrics.json``, ``recipe.toml``, ``pairs.json``)."""
-    from .recipe import tomllib
+    from ..recipe.files import tomllib
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     recipe = tomllib.loads((run_dir / "recipe.toml").read_text())

@@ -1,0 +1,1 @@
+"""Training: collectives, the objective, the LightningModule, the data module, callbacks and assembly."""

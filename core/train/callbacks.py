@@ -1,0 +1,83 @@
+"""Lightning callbacks mmcore adds: RNG state in checkpoints, a checkpoint on interruption, stale best files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from .module import NonFiniteLoss
+
+
+class RandomState(L.Callback):
+    """Saves the torch/numpy/python RNG states in every checkpoint and restores them when training resumes, at
+    ``on_train_start`` (after Lightning's sanity check, which may draw random numbers)."""
+
+    def __init__(self):
+        self.pending = None
+
+    def state_dict(self) -> dict:
+        import random
+
+        numpy_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pending = state
+
+    def on_train_start(self, trainer, module) -> None:
+        import random
+
+        if self.pending is None:
+            return
+        state, self.pending = self.pending, None
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        numpy_state = state["numpy"]
+        np.random.set_state((numpy_state[0], np.array(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
+        python_state = state["python"]
+        random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+
+
+class InterruptCheckpoint(L.Callback):
+    """Saves ``interrupted.ckpt`` when a run stops on SIGTERM, Ctrl-C or an error (not a non-finite loss, whose
+    message names the last good checkpoint instead).
+
+    Lightning's own ``OnExceptionCheckpoint`` is not used: its presence makes ``fit(ckpt_path=None)`` silently
+    resume from the newest checkpoint in the directory (Lightning#19827); mmcore resumes only when asked.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_exception(self, trainer, module, exception) -> None:
+        if isinstance(exception, NonFiniteLoss):  # the weights may already hold the bad step: keep last.ckpt
+            return
+        trainer.save_checkpoint(self.path)
+
+
+class DropOrphanBest(L.Callback):
+    """On resume, deletes the ``best-*.ckpt`` files that the restored best-checkpoint callback does not track.
+
+    A kill between an epoch's best and last checkpoint writes leaves a best file that ``last.ckpt`` (from the
+    epoch before) does not know: the resumed run would never delete it and would write its own copy of that epoch
+    under a ``-v1`` name. Nothing is deleted when the callback's state was not restored (a moved run directory)."""
+
+    def __init__(self, best):
+        self.best = best
+
+    def on_train_start(self, trainer, module) -> None:
+        if trainer.ckpt_path is None or not trainer.is_global_zero or not self.best.best_k_models:
+            return
+        keep = {Path(path).resolve() for path in self.best.best_k_models}
+        for path in Path(self.best.dirpath).glob("best-*.ckpt"):
+            if path.resolve() not in keep:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,145 @@
+"""The data module: train/val/test loaders over a dataset's splits, in an order that depends only on (seed, epoch).
+
+Batches reach the module as collated dicts ``{"inputs": {m: input}, "present": {m: [B]}, "id": [B], "label"?}``.
+A dataset offering ``get_batch(indices)`` is fetched a whole batch at a time. Otherwise items are fetched one by
+one and collated per modality: by the encoder's ``preprocess`` and ``collate`` when it has them (they run in the
+DataLoader workers), else by torch's default collate.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset, default_collate
+
+REFERENCE_SIZE = 5000
+"""How many training samples are embedded as the evaluators' reference set (prototypes, kNN)."""
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A permutation that depends only on ``(seed, epoch)``, not on the global RNG.
+
+    Lightning calls ``set_epoch`` before each epoch, so a run resumed from a checkpoint sees exactly the batches
+    the uninterrupted run would have seen.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        for chunk in torch.randperm(self.size, generator=generator).split(1 << 16):
+            yield from chunk.tolist()  # 8 bytes per row held, not a Python list of every index
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class EpochBatches(BatchSampler):
+    """A :class:`BatchSampler` that passes ``set_epoch`` on to its sampler (Lightning calls it on the sampler it
+    finds; a wrapped :class:`EpochShuffle` would otherwise repeat epoch 0's order)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
+def _batched(dataset) -> bool:
+    inner = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return callable(getattr(inner, "get_batch", None))
+
+
+class _Batches(Dataset):
+    """Index ``i`` of this dataset is a list of indices; fetching it returns the collated batch."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices) -> dict:
+        if isinstance(self.dataset, Subset):
+            return self.dataset.dataset.get_batch([self.dataset.indices[i] for i in indices])
+        return self.dataset.get_batch(list(indices))
+
+
+class ModalityCollate:
+    """Collate items per modality: ``preprocess`` each item's input and ``collate`` the list, for the modalities
+    whose encoder provides them; torch's default collate for everything else."""
+
+    def __init__(self, collators: dict):
+        self.collators = collators  # modality -> (preprocess | None, collate | None)
+
+    def __call__(self, items: list) -> dict:
+        out = {"inputs": {}, "present": default_collate([item["present"] for item in items])}
+        for m in items[0]["inputs"]:
+            preprocess, collate = self.collators.get(m, (None, None))
+            values = [item["inputs"][m] for item in items]
+            if preprocess is not None:
+                values = [preprocess(v) for v in values]
+            out["inputs"][m] = (collate or default_collate)(values)
+        for key in ("id", "label"):
+            if key in items[0]:
+                out[key] = default_collate([item[key] for item in items])
+        return out
+
+
+class BindingData(L.LightningDataModule):
+    """Train/val/test loaders over a dataset's splits; the test stage also embeds a training subset as reference.
+
+    collators: modality -> ``(preprocess, collate)`` from the encoders (either may be None).
+    """
+
+    def __init__(self, splits, batch_size: int, num_workers: int = 0, seed: int = 0, collators: dict | None = None):
+        super().__init__()
+        self.splits = splits
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.collators = {m: c for m, c in (collators or {}).items() if any(c)}
+
+    def loader(self, dataset, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        """A DataLoader in the batch contract over any split."""
+        size = min(self.batch_size, len(dataset))
+        sampler = EpochShuffle(len(dataset), self.seed) if shuffle else None
+        common = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                      pin_memory=torch.cuda.is_available())  # lets the non_blocking copy to the GPU overlap compute
+        if _batched(dataset) and not self.collators:
+            batches = EpochBatches(sampler or SequentialSampler(dataset), size, drop_last)
+            return DataLoader(_Batches(dataset), sampler=batches, batch_size=None, **common)
+        return DataLoader(dataset, batch_size=size, sampler=sampler, drop_last=drop_last,
+                          collate_fn=ModalityCollate(self.collators), **common)
+
+    def fetch(self, dataset, indices: list) -> dict:
+        """One collated batch of ``indices``, exactly as the loaders would collate it."""
+        if _batched(dataset) and not self.collators:
+            return _Batches(dataset)[indices]
+        return ModalityCollate(self.collators)([dataset[i] for i in indices])
+
+    def on_before_batch_transfer(self, data, dataloader_idx: int):
+        """On the host, before the batch is copied to the device: the present rows of each modality, so that
+        the module's selection of them on a GPU never waits for the device (``"all"`` when every row is present)."""
+        if isinstance(data, dict) and "present" in data and "rows" not in data:
+            data["rows"] = {}
+            for m, present in data["present"].items():
+                present = torch.as_tensor(present).bool()
+                data["rows"][m] = "all" if bool(present.all()) else present.nonzero().squeeze(1)
+        return data
+
+    def train_dataloader(self):
+        # drop_last keeps every rank's batch the same shape, which the cross-rank gather needs
+        return self.loader(self.splits.train, shuffle=True, drop_last=True)
+
+    def val_dataloader(self):
+        return self.loader(self.splits.val, shuffle=False)
+
+    def reference(self):
+        """The training subset embedded as the evaluators' reference set."""
+        return Subset(self.splits.train, range(min(REFERENCE_SIZE, len(self.splits.train))))
+
+    def test_dataloader(self):
+        return [self.loader(self.splits.test, shuffle=False), self.loader(self.reference(), shuffle=False)]

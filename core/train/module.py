@@ -1,0 +1,265 @@
+"""The LightningModule: encoders per modality, an anchor strategy and a loss trained as one module, with the
+non-finite loss guard and the optimizer set-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..contracts import Batch, EmbeddedSplit, select_rows
+from ..recipe import Recipe
+from .objective import term_loss
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or infinite (``trainer.on_nonfinite = "stop"``)."""
+
+
+class BindingModule(L.LightningModule):
+    """Encoders per modality, an anchor strategy and a loss, trained as one LightningModule.
+
+    Every learnable thing (encoders, the loss's temperature, the strategy's own parameters) is a submodule, so it is
+    optimised and checkpointed.
+    """
+
+    def __init__(self, recipe: Recipe, encoders: dict, loss: nn.Module, evaluators: list, observed_pairs: frozenset,
+                 class_names: tuple = (), inputs: dict | None = None):
+        super().__init__()
+        self.inputs = dict(inputs or {})  # modality -> InputSpec
+        self.recipe = recipe
+        self.encoders = nn.ModuleDict(encoders)
+        self.loss = loss
+        self.strategy: nn.Module | None = None
+        self.evaluators = evaluators
+        self.observed_pairs = observed_pairs
+        self.class_names = class_names
+        self.test_metrics: dict = {}
+        self.skipped_batches = 0
+        self._pending_checks: list = []  # (host flags, CUDA event, term names, step, epoch), oldest first
+        self._collected: dict = {}
+        for modality, section in recipe.encoders.items():
+            if section.frozen:
+                self.encoders[modality].requires_grad_(False)
+
+    # -- the math -----------------------------------------------------------------------------------------
+
+    def collators(self) -> dict:
+        """modality -> ``(preprocess, collate)`` of its encoder (None where it has none), for the data module."""
+        return {m: (getattr(e, "preprocess", None), getattr(e, "collate", None)) for m, e in self.encoders.items()}
+
+    @staticmethod
+    def present_rows(present: torch.Tensor, rows=None):
+        """Indices ``[k]`` of the present rows, or None when every row is present. ``rows``: the indices already
+        computed on the host before the batch reached the device (see :meth:`on_before_batch_transfer`)."""
+        if rows is not None:
+            return None if isinstance(rows, str) else rows
+        present = present.bool()
+        return None if bool(present.all()) else present.nonzero().squeeze(1)
+
+    def encode_present(self, modality: str, inputs, present: torch.Tensor, rows=None) -> torch.Tensor:
+        """The encoder's raw output ``[k, d]`` on the ``k`` present rows only (absent rows never reach it)."""
+        index = self.present_rows(present, rows)
+        return self.encoders[modality](inputs if index is None else select_rows(inputs, index))
+
+    def scatter_present(self, out: torch.Tensor, present: torch.Tensor, rows=None) -> torch.Tensor:
+        """``[B, d]``: the normalised ``[k, d]`` output at the present rows, zeros elsewhere."""
+        out = F.normalize(out, dim=-1)
+        index = self.present_rows(present, rows)
+        if index is None:
+            return out
+        return out.new_zeros((present.shape[0], out.shape[1])).index_copy(0, index, out)
+
+    def embed(self, batch: Batch) -> dict:
+        """``{m: [B, d]}`` L2-normalised embeddings; rows of absent samples are zeros (their encoder never ran)."""
+        rows = batch.rows or {}
+        return {m: self.scatter_present(self.encode_present(m, batch.inputs[m], batch.present[m], rows.get(m)),
+                                        batch.present[m], rows.get(m))
+                for m in self.encoders}
+
+    def objective(self, batch: Batch) -> dict:
+        """All weighted loss terms of a batch: ``{term name: scalar}`` (their sum is what is minimised).
+
+        Each term contributes ``term.weight * term_loss(loss, term)``; aux losses are added as returned."""
+        z = self.embed(batch)
+        alignment = self.strategy(z, batch.present, batch)
+        losses = {term.name: term.weight * term_loss(self.loss, term) for term in alignment.terms}
+        for name, value in alignment.aux_losses.items():
+            if name in losses:
+                raise ValueError(f"the anchor strategy returned a term and an aux loss both named {name!r}")
+            losses[name] = value
+        return losses
+
+    # -- Lightning hooks ----------------------------------------------------------------------------------
+
+    def _step(self, data: dict, stage: str) -> torch.Tensor | None:
+        batch = Batch.from_collated(data)
+        losses = self.objective(batch)
+        if stage == "train" and not self._check_finite(losses):
+            return None
+        total = torch.stack(list(losses.values())).sum()
+        on_step = stage == "train"
+        size = batch.size
+        self.log_dict({f"{stage}/loss/{k}": v.detach() for k, v in losses.items()}, on_step=on_step,
+                      on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
+        self.log(f"{stage}/loss", total.detach(), on_step=on_step, on_epoch=not on_step, prog_bar=True,
+                 batch_size=size, sync_dist=not on_step)
+        return total
+
+    def _check_finite(self, losses: dict) -> bool:
+        """False when this batch must be skipped; raises :class:`NonFiniteLoss` in ``"stop"`` mode.
+
+        On a GPU in ``"stop"`` mode the host never waits for the device here: the values are copied to pinned
+        memory asynchronously and judged once the GPU has passed them (a step or two later, and always before a
+        checkpoint is written, so no checkpoint ever holds the result of a non-finite step). ``"skip"`` must
+        decide before the update, so it synchronises every step.
+        """
+        values = torch.stack([v.detach().float() for v in losses.values()])
+        if values.is_cuda and self.recipe.trainer.on_nonfinite == "stop":
+            host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            host.copy_(values, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending_checks.append((host, event, tuple(losses), self.global_step, self.current_epoch))
+            self.judge_pending_checks(wait=False)
+            return True
+        return self._judge(values.cpu(), tuple(losses), self.global_step, self.current_epoch)
+
+    def judge_pending_checks(self, wait: bool) -> None:
+        """Judge the deferred GPU checks in step order: those already computed, or all of them if ``wait``."""
+        while self._pending_checks:
+            host, event, names, step, epoch = self._pending_checks[0]
+            if not wait and not event.query():
+                return
+            event.synchronize()
+            self._pending_checks.pop(0)
+            self._judge(host, names, step, epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.judge_pending_checks(wait=True)
+
+    def on_train_end(self) -> None:
+        self.judge_pending_checks(wait=True)
+
+    def _judge(self, values: torch.Tensor, names: tuple, step: int, epoch: int) -> bool:
+        if bool(torch.isfinite(values).all()):
+            return True
+        bad = {name: value.item() for name, value in zip(names, values) if not torch.isfinite(value)}
+        if self.recipe.trainer.on_nonfinite == "skip":
+            self.skipped_batches += 1
+            self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, batch_size=1)
+            return False
+        self._pending_checks.clear()
+        last = Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        good = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+        terms = ", ".join(f"{name!r} = {value}" for name, value in bad.items())
+        raise NonFiniteLoss(f"loss term {terms} at step {step} (epoch {epoch}); {good}. "
+                            "Set trainer.on_nonfinite = \"skip\" to skip such batches instead.")
+
+    def training_step(self, data, batch_idx):
+        total = self._step(data, "train")
+        if total is None:
+            return None
+        if isinstance(getattr(self.loss, "logit_scale", None), torch.Tensor):
+            self.log("train/temperature", 1.0 / self.loss.logit_scale.detach(), on_step=True, batch_size=1)
+        for name, own in getattr(self.loss, "per_term", {}).items():
+            self.log(f"train/temperature/{name}", 1.0 / own.logit_scale.detach(), on_step=True, batch_size=1)
+        # a device tensor made by a fill kernel: logging the float would copy it host->device, a sync every step
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train/lr", torch.full((), lr, device=total.device), on_step=True, batch_size=1)
+        return total
+
+    def validation_step(self, data, batch_idx):
+        self._step(data, "val")
+
+    def on_test_epoch_start(self):
+        self._collected = {}
+
+    def test_step(self, data, batch_idx, dataloader_idx: int = 0):
+        batch = Batch.from_collated(data)
+        z = self.embed(batch)
+        store = self._collected.setdefault(dataloader_idx, {"z": {}, "present": {}, "labels": [], "ids": []})
+        for m in z:
+            store["z"].setdefault(m, []).append(z[m].float())
+            store["present"].setdefault(m, []).append(batch.present[m])
+        if batch.labels is not None:
+            store["labels"].append(batch.labels)
+        store["ids"].append(batch.ids)
+
+    def _embedded(self, store: dict) -> EmbeddedSplit:
+        def merged(parts):
+            local = torch.cat(parts)
+            local = local.to(torch.uint8) if local.dtype == torch.bool else local
+            return self.all_gather(local).reshape(-1, *local.shape[1:]).cpu().numpy()
+
+        ids = merged(store["ids"])
+        _, first = np.unique(ids, return_index=True)  # DistributedSampler pads with repeats: keep one of each
+        first = np.sort(first)
+        return EmbeddedSplit(
+            z={m: merged(v)[first].astype(np.float32) for m, v in store["z"].items()},
+            present={m: merged(v)[first].astype(bool) for m, v in store["present"].items()},
+            labels=merged(store["labels"])[first] if store["labels"] else None,
+            trained_pairs=self.trained_pairs,
+            class_names=self.class_names,
+        )
+
+    @property
+    def trained_pairs(self) -> frozenset:
+        """The observed pairs the strategy aligns directly; every other pair is reported as emergent."""
+        return frozenset(self.strategy.trained_pairs(self.observed_pairs))
+
+    @property
+    def summary_metrics(self) -> tuple:
+        """The metric names the evaluators declare as summaries, in evaluator order."""
+        return tuple(dict.fromkeys(k for e in self.evaluators for k in getattr(e, "summary_metrics", ())))
+
+    def evaluate(self, split: EmbeddedSplit) -> dict:
+        """``{"samples": n, **every evaluator's metrics}`` of an embedded split."""
+        metrics = {"samples": float(len(next(iter(split.z.values()))))}
+        for evaluate in self.evaluators:
+            metrics.update(evaluate(split))
+        return metrics
+
+    def on_test_epoch_end(self):
+        """The test split (loader 0) with its reference set (loader 1) embedded, gathered over ranks and, unless
+        ``embed_only``, evaluated: ``self.test_split`` and ``self.test_metrics``."""
+        split = self._embedded(self._collected[0])
+        if 1 in self._collected:
+            split = attrs.evolve(split, reference=self._embedded(self._collected[1]))
+        self.test_split = split
+        if getattr(self, "embed_only", False):
+            return
+        self.test_metrics = metrics = self.evaluate(split)
+        for key, value in metrics.items():
+            self.log(f"test/{key}", value, rank_zero_only=True)
+
+    def configure_optimizers(self):
+        settings = self.recipe.optimizer
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": settings.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        if settings.name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9)
+        else:
+            cls = torch.optim.AdamW if settings.name == "adamw" else torch.optim.Adam
+            optimizer = cls(groups, lr=settings.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = settings.warmup_steps
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if settings.schedule == "constant":
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + float(np.cos(np.pi * progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

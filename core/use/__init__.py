@@ -1,0 +1,1 @@
+"""Using trained runs: embedding, indexing, searching, exporting, and reports of runs."""
