@@ -14,6 +14,7 @@ import attrs
 
 from ..contracts import Component
 from ..hookspecs import hookimpl
+from ..protocols import evaluator
 
 
 def build_index(vectors, factory: str = "Flat", nprobe: int = 16):
@@ -39,34 +40,47 @@ def build_index(vectors, factory: str = "Flat", nprobe: int = 16):
     return index
 
 
-def ranks_of_positives(queries, gallery, chunk_size: int = 4096):
-    """1-based rank of ``gallery[i]`` among all gallery items for ``queries[i]`` (``[n, d]`` each) -> ``[n]``.
+def ranks_of_positives(queries, gallery, chunk_size: int = 4096, positives=None, owners=None):
+    """1-based rank of each query's true partner among the gallery items, by cosine score -> ``[n]``.
 
-    Ties count in the query's favour. Computed in query chunks: peak memory ``chunk_size x n``.
+    Plain form: ``queries``, ``gallery`` ``[n, d]``, the partner of ``queries[i]`` is ``gallery[i]``. Ties count in
+    the query's favour. ``positives`` (``[n, d]``): the partners given separately, for a gallery ``[M, d]`` of any
+    size. ``owners = (query_owner [n], gallery_owner [M])``: gallery items with the query's own owner (the other
+    correct answers of the query's own sample) are not counted. Computed in query chunks: peak memory
+    ``chunk_size x M``.
     """
     import numpy as np
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    positives = gallery if positives is None else np.ascontiguousarray(positives, dtype=np.float32)
     ranks = np.empty(len(queries), dtype=np.int64)
     for start in range(0, len(queries), chunk_size):
         q = queries[start:start + chunk_size]
         scores = q @ gallery.T
-        positive = np.einsum("ij,ij->i", q, gallery[start:start + len(q)])
-        ranks[start:start + len(q)] = 1 + (scores > positive[:, None]).sum(1)
+        positive = np.einsum("ij,ij->i", q, positives[start:start + len(q)])
+        beaten = scores > positive[:, None]
+        if owners is not None:
+            beaten &= owners[1][None, :] != np.asarray(owners[0])[start:start + len(q), None]
+        ranks[start:start + len(q)] = 1 + beaten.sum(1)
     return ranks
 
 
-def _pair_kind(a: str, b: str, trained: frozenset) -> str:
-    return "trained" if frozenset((a, b)) in trained else "emergent"
+def summarise_pairs(metrics: dict, per_pair, prefix: str, trained_pairs, keys=None) -> None:
+    """Add ``<prefix>/<trained|emergent>/<key>``: the mean of each key over the pairs of each kind.
 
-
-def _summarise(metrics: dict, per_pair: dict, prefix: str, split) -> None:
-    """Add ``<prefix>/<trained|emergent>/<metric>`` means over ordered pairs."""
+    ``per_pair``: ``{(a, b): {key: value}}`` or ``[((a, b), {key: value}), ...]`` (a list may name a pair more
+    than once, e.g. an unordered pair's values next to its ordered pairs'); a pair is *trained* when
+    ``frozenset((a, b))`` is in ``trained_pairs`` (``EmbeddedSplit.trained_pairs``), else *emergent*. ``keys``:
+    summarise only these keys (default: all). Means are added in sorted order.
+    """
+    items = per_pair.items() if isinstance(per_pair, dict) else per_pair
     groups: dict = {}
-    for (a, b), values in per_pair.items():
+    for (a, b), values in items:
+        kind = "trained" if frozenset((a, b)) in trained_pairs else "emergent"
         for key, value in values.items():
-            groups.setdefault((_pair_kind(a, b, split.trained_pairs), key), []).append(value)
+            if keys is None or key in keys:
+                groups.setdefault((kind, key), []).append(value)
     for (kind, key), values in sorted(groups.items()):
         metrics[f"{prefix}/{kind}/{key}"] = float(sum(values) / len(values))
 
@@ -103,6 +117,12 @@ def recall_at_k(queries, gallery, ks=(1,), chunk_size: int = 4096, index: str = 
     return {k: hits[k] / max(n, 1) for k in ks}
 
 
+def recall_at_1(queries, gallery) -> float:
+    """Fraction of queries ``[n, d]`` whose nearest gallery row is their own partner ``gallery[i]``: the
+    ``retrieval`` evaluator's search (:func:`recall_at_k`), so its ``R@1`` is reproduced exactly."""
+    return recall_at_k(queries, gallery, (1,))[1]
+
+
 def retrieval(split, config: RetrievalConfig = RetrievalConfig()) -> dict:
     """Recall@K and mean rank for every ordered pair ``query -> gallery`` on the samples having both.
 
@@ -120,8 +140,22 @@ def retrieval(split, config: RetrievalConfig = RetrievalConfig()) -> dict:
         values["mean_rank"] = float(ranks_of_positives(queries, gallery, config.chunk_size).mean())
         per_pair[q, g] = values
         metrics.update({f"retrieval/{q}->{g}/{key}": value for key, value in values.items()})
-    _summarise(metrics, per_pair, "retrieval", split)
+    summarise_pairs(metrics, per_pair, "retrieval", split.trained_pairs)
     return metrics
+
+
+def unit_rows(x, eps: float = 1e-12):
+    """Rows scaled to unit L2 length, ``x / max(|x|, eps)`` over the last axis, as the core normalises encoder
+    output into the shared space: a torch tensor (``torch.nn.functional.normalize``, gradients flow) or a numpy
+    array (same dtype; all-zero rows stay zero)."""
+    if type(x).__module__.startswith("torch"):
+        import torch.nn.functional as F
+
+        return F.normalize(x, dim=-1, eps=eps)
+    import numpy as np
+
+    x = np.asarray(x)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def class_prototypes(z, labels, num_classes: int):
@@ -130,8 +164,7 @@ def class_prototypes(z, labels, num_classes: int):
 
     protos = np.zeros((num_classes, z.shape[1]), dtype=np.float32)
     np.add.at(protos, labels, z)
-    norms = np.linalg.norm(protos, axis=1, keepdims=True)
-    return protos / np.maximum(norms, 1e-12)
+    return unit_rows(protos)
 
 
 @attrs.frozen
@@ -161,7 +194,7 @@ def zero_shot(split, config: ZeroShotConfig = ZeroShotConfig()) -> dict:
         accuracy = float(np.mean(predicted == split.labels[rows]))
         per_pair[q, p] = {"acc": accuracy}
         metrics[f"zero_shot/{q}->{p}/acc"] = accuracy
-    _summarise(metrics, per_pair, "zero_shot", split)
+    summarise_pairs(metrics, per_pair, "zero_shot", split.trained_pairs)
     return metrics
 
 
@@ -194,17 +227,26 @@ def knn(split, config: KNNConfig = KNNConfig()) -> dict:
     return metrics
 
 
-def _evaluator(function):
+def _evaluator(function, summary):
     def build(config, context=None):
-        return lambda split: function(split, config)
+        return evaluator(lambda split: function(split, config), summary(config))
 
     return build
+
+
+def _retrieval_summary(config: RetrievalConfig) -> tuple:
+    return tuple(f"retrieval/{kind}/{key}" for kind in ("trained", "emergent")
+                 for key in [*(f"R@{k}" for k in config.ks), "mean_rank"])
 
 
 @hookimpl
 def mmcore_evaluators():
     return [
-        Component("retrieval", RetrievalConfig, _evaluator(retrieval), "Recall@K and mean rank, every modality pair"),
-        Component("zero_shot", ZeroShotConfig, _evaluator(zero_shot), "nearest class prototype of another modality"),
-        Component("knn", KNNConfig, _evaluator(knn), "per-modality kNN accuracy against the training split"),
+        Component("retrieval", RetrievalConfig, _evaluator(retrieval, _retrieval_summary),
+                  "Recall@K and mean rank, every modality pair"),
+        Component("zero_shot", ZeroShotConfig,
+                  _evaluator(zero_shot, lambda c: ("zero_shot/trained/acc", "zero_shot/emergent/acc")),
+                  "nearest class prototype of another modality"),
+        Component("knn", KNNConfig, _evaluator(knn, lambda c: ("knn/mean/acc",)),
+                  "per-modality kNN accuracy against the training split"),
     ]

@@ -1,0 +1,86 @@
+"""Writing output files safely: atomic writes, and claiming an output path that may already exist.
+
+A reader (or a kill) never sees a half-written file: everything is written under a temporary name in the same
+directory (``.<name>.tmp-<pid>``) and renamed into place with one ``os.replace``. An existing output is never
+replaced unless the caller was asked to (``--overwrite``), and then only once the new one is complete.
+
+    import mmcore
+
+    mmcore.check_output(out, overwrite)                 # before any work: refuse an existing --out
+    with mmcore.atomic_output(out, directory=True) as tmp:
+        np.save(tmp / "Q.npy", q)                       # fill the temporary directory ...
+        mmcore.write_atomic(tmp / "report.json", text)
+    # ... now renamed to `out` (whatever was there is gone); on an exception the temporary one is removed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+
+class OutputExists(Exception):
+    """The output path already exists and overwriting was not asked for."""
+
+
+def _temporary(path: Path, suffix: str = "") -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def check_output(path: str | Path, overwrite: bool = False, empty_dir_ok: bool = False) -> None:
+    """Raise :class:`OutputExists` when ``path`` exists and ``overwrite`` is false (nothing is removed here).
+
+    ``empty_dir_ok``: an existing empty directory is not in the way (an output directory made beforehand)."""
+    path = Path(path)
+    if overwrite or not (path.exists() or path.is_symlink()):
+        return
+    if empty_dir_ok:
+        if path.is_dir() and not any(path.iterdir()):
+            return
+        raise OutputExists(f"{path} already exists and is not empty; pass --overwrite to replace it, or choose "
+                           "another --out")
+    raise OutputExists(f"{path} already exists; pass --overwrite or choose another --out")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, directory: bool = False, suffix: str = ""):
+    """Yield a temporary path next to ``path`` (an empty directory when ``directory``) to write the output into;
+    when the block ends it replaces ``path`` (a file or directory already there is removed) by one rename. On an
+    exception the temporary path is removed and ``path`` is left as it was. ``suffix`` ends the temporary name
+    (``".npy"`` for writers that insist on one). Check ``path`` first with :func:`check_output`."""
+    path = Path(path)
+    tmp = _temporary(path, suffix)
+    _remove(tmp)
+    if directory:
+        tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if directory and (path.is_dir() and not path.is_symlink()):
+            shutil.rmtree(path)  # os.replace cannot replace a non-empty directory
+        elif directory and (path.exists() or path.is_symlink()):
+            path.unlink()
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text, UTF-8, or bytes) to ``path``: a temporary file in the same directory, flushed and
+    fsync'ed, then renamed over ``path``, so a reader or a kill sees the old file or the new one, never a part."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
