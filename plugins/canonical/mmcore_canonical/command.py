@@ -61,9 +61,12 @@ def _counts(args) -> list:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise AlignError(f"{out} already exists and is not empty; pass --overwrite to replace it, or choose another "
-                         "--out")
+    import mmcore
+
+    try:
+        mmcore.check_output(out, overwrite, empty_dir_ok=True)
+    except mmcore.OutputExists as exc:
+        raise AlignError(str(exc)) from None
 
 
 def _same_samples(old, new, split: str) -> None:
@@ -132,6 +135,8 @@ def print_tables(report: dict, saved: dict) -> None:
 def align(args) -> int:
     import numpy as np
 
+    import mmcore
+
     from .report import align_report
 
     out = Path(args.out)
@@ -151,15 +156,11 @@ def align(args) -> int:
         "dim": old.dim, "modalities": modalities, "anchors": saved_fit["anchors"],
         "map": "old ~ (new - mean_new[m]) @ Q + mean_old[m]", "sweep": sweep,
     }
-    if args.overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "Q.npy", saved_fit["rotation"])
-    np.save(out / "mean_new.npy", np.stack([saved_fit["means"][m][0] for m in modalities]))
-    np.save(out / "mean_old.npy", np.stack([saved_fit["means"][m][1] for m in modalities]))
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    with mmcore.atomic_output(out, directory=True) as tmp:  # replaces --out only once every file is written
+        np.save(tmp / "Q.npy", saved_fit["rotation"])
+        np.save(tmp / "mean_new.npy", np.stack([saved_fit["means"][m][0] for m in modalities]))
+        np.save(tmp / "mean_old.npy", np.stack([saved_fit["means"][m][1] for m in modalities]))
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
     saved = next(e for e in sweep if e["anchors_requested"] == args.anchors)
     print_tables(report, saved)
     print(f"mmcore: wrote Q.npy, mean_new.npy, mean_old.npy, report.json to {out}", file=sys.stderr)

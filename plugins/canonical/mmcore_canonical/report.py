@@ -26,14 +26,7 @@ from .procrustes import apply, fit_procrustes, relative_residual
 
 
 def _unit(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def recall_at_1(queries, gallery) -> float:
-    """Fraction of queries ``[n, d]`` whose nearest gallery row is their own partner ``gallery[i]`` (the
-    built-in ``retrieval`` evaluator's search, so its ``R@1`` is reproduced exactly)."""
-    return mmcore.recall_at_k(queries, gallery, (1,))[1]
+    return mmcore.unit_rows(np.asarray(x, dtype=np.float32))
 
 
 def both_present(old, new, m: str) -> np.ndarray:
@@ -90,12 +83,12 @@ def retrieval_rows(fit: dict, old_test, new_test) -> list:
             continue
         gallery = _unit(old_test.z[g][rows])
         row = {"query": q, "gallery": g, "n": int(rows.sum()),
-               "before": recall_at_1(_unit(new_test.z[q][rows]), gallery),
-               "after": recall_at_1(_unit(mapped(fit, q, new_test.z[q][rows])), gallery),
+               "before": mmcore.recall_at_1(_unit(new_test.z[q][rows]), gallery),
+               "after": mmcore.recall_at_1(_unit(mapped(fit, q, new_test.z[q][rows])), gallery),
                "within_old": None, "within_new": None}
         if q != g:
-            row["within_old"] = recall_at_1(_unit(old_test.z[q][rows]), gallery)
-            row["within_new"] = recall_at_1(_unit(new_test.z[q][rows]), _unit(new_test.z[g][rows]))
+            row["within_old"] = mmcore.recall_at_1(_unit(old_test.z[q][rows]), gallery)
+            row["within_new"] = mmcore.recall_at_1(_unit(new_test.z[q][rows]), _unit(new_test.z[g][rows]))
         rows_out.append(row)
     return rows_out
 

@@ -39,7 +39,7 @@ RECIPES = {"weak": ROOT / "recipes" / "centrobind_weak_anchor.toml",
            "strong": ROOT / "recipes" / "centrobind_strong_anchor.toml",
            "easy": ROOT / "recipes" / "centrobind.toml"}  # imagebind.toml's data: classes far apart, all clean
 METHODS = {
-    "imagebind": ["anchor.name=imagebind", "anchor.modality=image"],
+    "imagebind": ["anchor.name=imagebind", "anchor.anchor=image"],
     "centrobind": ["anchor.leave_one_out=false"],
     "centrobind-loo": ["anchor.leave_one_out=true"],
     # ablations of the settings the paper leaves open (run with --methods ...)
@@ -135,7 +135,9 @@ def main(argv=None) -> int:
     extra = (SMALL if args.small else []) + args.set
     results = measure(args.seeds, args.conditions, args.methods, extra)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        import mmcore
+
+        mmcore.write_atomic(args.json, json.dumps(results, indent=2))
     print(table(results, args.seeds))
     if extra:
         print("overrides: " + " ".join(extra))

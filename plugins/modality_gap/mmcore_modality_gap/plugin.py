@@ -75,12 +75,12 @@ def _fit_rows(split, rows_of, minimum: int):
 def _pair_metrics(split, a: str, b: str, config: ModalityGapConfig) -> tuple[dict, dict]:
     """``({key: value} of the unordered pair, {(q, g): {key: value}} of its two ordered pairs)``."""
     from .measures import gap, pair_cosines, principal_angles, principal_basis
-    from .remedies import procrustes_rotation, project, recall_at_1, shared_directions
+    from .remedies import procrustes_rotation, project, shared_directions
 
     rows = split.present[a] & split.present[b]
     za, zb = split.z[a][rows], split.z[b][rows]
     pair = {**gap(za, zb), **pair_cosines(za, zb, config.seed)}
-    ordered = {(a, b): {"R@1": recall_at_1(za, zb)}, (b, a): {"R@1": recall_at_1(zb, za)}}
+    ordered = {(a, b): {"R@1": mmcore.recall_at_1(za, zb)}, (b, a): {"R@1": mmcore.recall_at_1(zb, za)}}
 
     theta = principal_angles(principal_basis(za, config.energy, config.center),
                              principal_basis(zb, config.energy, config.center))
@@ -98,8 +98,8 @@ def _pair_metrics(split, a: str, b: str, config: ModalityGapConfig) -> tuple[dic
     pair["shared_fit_on_test"] = float(on_test_a or on_test_b)
     if shared.shape[1]:
         pa, pb = project(za, shared), project(zb, shared)
-        ordered[a, b]["R@1_shared"] = recall_at_1(pa, pb)
-        ordered[b, a]["R@1_shared"] = recall_at_1(pb, pa)
+        ordered[a, b]["R@1_shared"] = mmcore.recall_at_1(pa, pb)
+        ordered[b, a]["R@1_shared"] = mmcore.recall_at_1(pb, pa)
 
     # hyperplane rotation: b rotated onto a, fitted on paired reference rows when there are enough
     source, fit, on_test = _fit_rows(split, lambda s: s.present[a] & s.present[b], config.min_fit_pairs)
@@ -107,23 +107,9 @@ def _pair_metrics(split, a: str, b: str, config: ModalityGapConfig) -> tuple[dic
     zb_rotated = project(zb, rotation)  # re-normalised (R is orthogonal, so only rounding changes)
     pair["rotation_fit_on_test"] = float(on_test)
     pair["rotation_fit_pairs"] = float(fit.sum())
-    ordered[a, b]["R@1_rotated"] = recall_at_1(za, zb_rotated)
-    ordered[b, a]["R@1_rotated"] = recall_at_1(zb_rotated, za)
+    ordered[a, b]["R@1_rotated"] = mmcore.recall_at_1(za, zb_rotated)
+    ordered[b, a]["R@1_rotated"] = mmcore.recall_at_1(zb_rotated, za)
     return pair, ordered
-
-
-def _summarise(metrics: dict, values_by_pair: list, trained: frozenset) -> None:
-    """``modality_gap/<trained|emergent>/<key>``: means over pairs (ordered pairs for the R@1 keys).
-
-    ``values_by_pair``: ``[((a, b), {key: value})]``, unordered and ordered pairs alike."""
-    groups: dict = {}
-    for pair, values in values_by_pair:
-        kind = "trained" if frozenset(pair) in trained else "emergent"
-        for key, value in values.items():
-            if key in SUMMARISED:
-                groups.setdefault((kind, key), []).append(value)
-    for (kind, key), values in sorted(groups.items()):
-        metrics[f"modality_gap/{kind}/{key}"] = float(sum(values) / len(values))
 
 
 def modality_gap(split, config: ModalityGapConfig = ModalityGapConfig()) -> dict:
@@ -145,12 +131,16 @@ def modality_gap(split, config: ModalityGapConfig = ModalityGapConfig()) -> dict
         for (q, g), values in ordered.items():
             metrics.update({f"modality_gap/{q}->{g}/{key}": value for key, value in values.items()})
         by_pair += [((a, b), pair), *ordered.items()]
-    _summarise(metrics, by_pair, split.trained_pairs)
+    # means over pairs (ordered pairs for the R@1 keys), split like the retrieval evaluator's
+    mmcore.summarise_pairs(metrics, by_pair, "modality_gap", split.trained_pairs, keys=SUMMARISED)
     return metrics
 
 
+SUMMARY = ("modality_gap/trained/gap", "modality_gap/emergent/gap")
+
+
 def build_modality_gap(config: ModalityGapConfig, context=None):
-    return lambda split: modality_gap(split, config)
+    return mmcore.evaluator(lambda split: modality_gap(split, config), SUMMARY)
 
 
 @mmcore.hookimpl

@@ -1,4 +1,4 @@
-"""The two post-hoc remedies of Yi, Douady & Chen (2025) and the retrieval score that measures them.
+"""The two post-hoc remedies of Yi, Douady & Chen (2025); their effect is measured with ``mmcore.recall_at_1``.
 
 - Shared-space projection: keep the principal-vector directions common to both modalities' principal subspaces,
   project both modalities onto them and re-normalise. For a principal pair ``(u_i, v_i)`` at angle ``theta_i``
@@ -14,8 +14,6 @@ Shapes: rows ``[n, d]``; bases ``[d, k]``.
 from __future__ import annotations
 
 import numpy as np
-
-import mmcore
 
 from .measures import principal_vectors
 
@@ -48,9 +46,3 @@ def procrustes_rotation(source, target) -> np.ndarray:
     """
     u, _, vt = np.linalg.svd(np.asarray(source, dtype=np.float64).T @ np.asarray(target, dtype=np.float64))
     return u @ vt
-
-
-def recall_at_1(queries, gallery) -> float:
-    """Fraction of queries ``[n, d]`` whose nearest gallery row is their own partner ``gallery[i]`` (the
-    built-in ``retrieval`` evaluator's search, so its ``R@1`` is reproduced exactly)."""
-    return mmcore.recall_at_k(queries, gallery, (1,))[1]

@@ -31,15 +31,14 @@ PROMPTS = {
 def accuracies(run_dir: str) -> dict:
     """``{prompt set: {view: accuracy}}`` on the run's test split."""
     model = mmcore.load(run_dir, device="cpu")
-    test = model.data.splits.test
+    test = model.data().splits.test
     labels = test.labels.numpy()
     views = [m for m in model.modalities if m != "text"]
     z = {m: model.encode(m, test.inputs[m].numpy()) for m in views}
     text = model.module.encoders["text"]
     out = {}
     for name, prompts in PROMPTS.items():
-        p = text.embed_new(prompts).numpy()
-        p /= np.linalg.norm(p, axis=1, keepdims=True)
+        p = mmcore.unit_rows(text.embed_new(prompts)).numpy()  # into the shared space, as encode() does
         out[name] = {m: float(np.mean((z[m] @ p.T).argmax(1) == labels)) for m in views}
     return out
 
