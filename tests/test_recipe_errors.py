@@ -9,7 +9,7 @@ RECIPE = RECIPES / "imagebind.toml"
 
 @pytest.mark.parametrize("overrides, expected", [
     (["trainer.max_epoch=3"], "trainer.max_epoch: unknown key; did you mean 'max_epochs'?"),
-    (["anchor.modalty=image"], "anchor.modalty: unknown key; did you mean 'modality'?"),
+    (["anchor.anchr=image"], "anchor.anchr: unknown key; did you mean 'anchor'?"),
     (["seeed=1"], "seeed: unknown key; did you mean 'seed'?"),
     (["trainer.max_epochs=three"], "trainer.max_epochs: expected an integer, got str 'three'"),
     (["optimizer.lr=true"], "optimizer.lr: expected a number, got a boolean"),
@@ -18,7 +18,7 @@ RECIPE = RECIPES / "imagebind.toml"
     (["loss.name=infonc"], "did you mean 'infonce'?"),
     (["trainer.batch_size=-4"], "trainer.batch_size: must be > 0, got -4"),
     (["optimizer.name=adamx"], "optimizer.name: invalid value; expected one of 'adamw', 'adam', 'sgd'"),
-    (["anchor.modality=depth"], "anchor.modality: anchor modality 'depth' has no encoder"),
+    (["anchor.anchor=depth"], "anchor.anchor: anchor modality 'depth' has no encoder"),
     (["encoders.depth.name=mlp"], "encoders.depth: the dataset 'synthetic' has no modality 'depth'"),
     (["trainer"], "--set 'trainer': expected KEY=VALUE"),
     (["seed.x=1"], "--set seed.x: seed is not a table"),
@@ -35,11 +35,11 @@ def test_bad_override_is_reported_with_its_path(cli, tmp_path, overrides, expect
     ("", "empty recipe"),
     ("[dataset\nname=1", "not valid TOML"),
     ('extends = "missing.toml"', "extends: file not found"),
-    ('[encoders.image]\nname = "mlp"\n[anchor]\nname = "imagebind"\nmodality = "image"',
+    ('[encoders.image]\nname = "mlp"\n[anchor]\nname = "imagebind"\nanchor = "image"',
      "dataset: required section missing"),
     ('[dataset]\nname = "synthetic"\n[encoders.image]\nname = "mlp"\n[anchor]\nname = "imagebind"',
-     "anchor.modality: required setting missing"),
-    ('[dataset]\nname = "synthetic"\n[encoders.image]\nhidden = []\n[anchor]\nname = "imagebind"\nmodality = "image"',
+     "anchor.anchor: required setting missing"),
+    ('[dataset]\nname = "synthetic"\n[encoders.image]\nhidden = []\n[anchor]\nname = "imagebind"\nanchor = "image"',
      "encoders.image.name: required setting missing"),
 ])
 def test_bad_file_is_rejected_with_exit_2_and_nothing_written(cli, tmp_path, text, expected):

@@ -112,7 +112,7 @@ def test_captions_paired_with_pix_classify_views_never_paired_with_text(tmp_path
            "encoders": {**{m: {"name": "mlp", "hidden": [64]} for m in views},
                         "text": {"name": "sentence_transformer", "templates": ["a handwritten digit {}"],
                                  "names": DIGITS}},
-           "anchor": {"name": "imagebind", "modality": "pix"},
+           "anchor": {"name": "imagebind", "anchor": "pix"},
            "loss": {"name": "infonce", "temperature": 0.1},
            "evaluators": [{"name": "zero_shot"}],
            "optimizer": {"lr": 0.003},

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPE = ROOT / "recipes" / "emergentbridge.toml"
-FIXED_ANCHOR = ["anchor.name=imagebind", "anchor.modality=image"]
+FIXED_ANCHOR = ["anchor.name=imagebind", "anchor.anchor=image"]
 UNPAIRED = ("text->audio", "audio->text")
 ANCHOR_PAIRS = ("image->text", "text->image", "image->audio", "audio->image")
 
