@@ -62,17 +62,22 @@ def cmd_run(args) -> int:
         code = 143 if type(exc).__name__ == "SIGTERMException" else 130
         print(f"mmcore: interrupted; checkpoints kept in {run_dir / 'checkpoints'}; {resume_hint}", file=sys.stderr)
         return code
-    _print_metrics(metrics, args.all_metrics)
+    from .use.report import HEATMAP_SKIPPED, declared_summary, has_retrieval, have_matplotlib, summary_keys
+
+    _print_metrics(metrics, args.all_metrics, summary_keys(metrics, declared_summary(run_dir)))
+    if have_matplotlib() and not has_retrieval(metrics, list(recipe.modalities)):
+        print(f"mmcore: {HEATMAP_SKIPPED}", file=sys.stderr)
     print(f"mmcore: wrote {run_dir / 'metrics.json'}; watch with: tensorboard --logdir {run_dir}", file=sys.stderr)
     return 0
 
 
-def _print_metrics(metrics: dict, everything: bool = False) -> None:
-    shown = {k: v for k, v in metrics.items() if everything or "/trained/" in k or "/emergent/" in k
-             or k.startswith("knn/mean")}
-    width = max((len(k) for k in shown), default=0)
-    for key, value in sorted(shown.items()):
-        print(f"{key:<{width}}  {value:.4f}")
+def _print_metrics(metrics: dict, everything: bool = False, summary=()) -> None:
+    """Every metric, sorted (``everything``), else the ``summary`` keys present in ``metrics``, in that order (the
+    run's declared summary metrics)."""
+    keys = sorted(metrics) if everything else [k for k in dict.fromkeys(summary) if k in metrics]
+    width = max((len(k) for k in keys), default=0)
+    for key in keys:
+        print(f"{key:<{width}}  {metrics[key]:.4f}")
 
 
 def cmd_validate(args) -> int:
@@ -147,7 +152,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .use.report import comparison_table, read_run, side_by_side_heatmaps
+    from .files import OutputExists, check_output
+    from .use.report import HEATMAP_SKIPPED, comparison_table, has_retrieval, read_run, side_by_side_heatmaps
 
     runs = []
     for run_dir in args.run_dirs:
@@ -157,8 +163,15 @@ def cmd_report(args) -> int:
         runs.append(read_run(path))
     print(comparison_table(runs))
     out = Path(args.out) if args.out else _fresh_path(Path("mmcore-report"), ".png")
-    if args.out and out.exists() and not args.overwrite:
-        return _error(f"{out} already exists; pass --overwrite or choose another --out")
+    try:
+        check_output(out, args.overwrite)
+    except OutputExists as exc:
+        return _error(str(exc))
+    without = [run["dir"].name for run in runs if not has_retrieval(run["metrics"], run["modalities"])]
+    if without:
+        print(f"mmcore: {', '.join(without)}: {HEATMAP_SKIPPED}", file=sys.stderr)
+    if len(without) == len(runs):
+        return 0
     written = side_by_side_heatmaps(runs, out)
     print(f"heat maps: {written}" if written else "heat maps skipped: pip install matplotlib", file=sys.stderr)
     return 0

@@ -111,3 +111,72 @@ def test_nearest_hint_suggests_the_closest_name_or_lists_them_all():
 
     assert nearest_hint("audio-imag", ["text-image", "audio-image"], "its terms") == "; did you mean 'audio-image'?"
     assert nearest_hint("zzz", ["text-image", "audio-image"], "its terms") == "; its terms: text-image, audio-image"
+
+
+# ------------------------------------------------------------------ renamed keys (``__mmcore_renamed__``)
+
+RENAMED = "mmcore: warning: anchor.modality is renamed anchor.anchor; the old name still works"
+
+
+def _imagebind_recipe(tmp_path, anchor: dict):
+    raw = mmcore.testing.tiny_recipe(anchor={"name": "imagebind", **anchor},
+                                     dataset={"train_size": 256, "val_size": 64, "test_size": 128},
+                                     trainer={"max_epochs": 1, "batch_size": 128})
+    return write(tmp_path / "recipe.toml", dump_toml(raw))
+
+
+def test_a_renamed_key_still_works_with_one_warning_naming_the_new_key(tmp_path, capsys):
+    recipe, _ = mmcore.load_recipe(_imagebind_recipe(tmp_path, {"modality": "image"}))
+    assert recipe.anchor.config.anchor == "image"
+    assert capsys.readouterr().err.count(RENAMED) == 1
+    assert recipe_to_dict(recipe)["anchor"] == {"name": "imagebind", "anchor": "image"}  # written with the new name
+    mmcore.load_recipe(_imagebind_recipe(tmp_path, {"anchor": "image"}))
+    assert "renamed" not in capsys.readouterr().err
+
+
+def test_a_renamed_key_given_twice_is_a_recipe_error(tmp_path):
+    with pytest.raises(mmcore.RecipeError) as exc:
+        mmcore.load_recipe(_imagebind_recipe(tmp_path, {"modality": "image", "anchor": "text"}))
+    assert exc.value.problems == ["anchor.modality: renamed anchor.anchor, and both are given; keep only anchor"]
+
+
+def test_any_component_may_rename_a_key_and_the_path_is_its_section(monkeypatch, capsys):
+    import attrs
+
+    from mmcore.recipe import structure_recipe
+
+    @attrs.frozen
+    class Config:
+        __mmcore_renamed__ = {"old_k": "k"}
+        k: int = 1
+
+    registry = mmcore.get_registry()
+    component = mmcore.Component("renamed_knn", Config,
+                                 lambda config, context=None: mmcore.evaluator(lambda split: {}))
+    monkeypatch.setitem(registry.components["evaluators"], "renamed_knn", component)
+    monkeypatch.setitem(registry.owners["evaluators"], "renamed_knn", "mmcore-test")
+    raw = mmcore.testing.tiny_recipe(evaluators=[{"name": "knn"}, {"name": "renamed_knn", "old_k": 3}])
+    recipe = structure_recipe(raw, registry, "<test>")
+    assert recipe.evaluators[1].config == Config(k=3)
+    assert capsys.readouterr().err.strip() == ("mmcore: warning: evaluators[1].old_k is renamed evaluators[1].k; "
+                                               "the old name still works")
+    raw["evaluators"][1]["k"] = 4
+    with pytest.raises(mmcore.RecipeError, match=r"evaluators\[1\]\.old_k: renamed evaluators\[1\]\.k, and both"):
+        structure_recipe(raw, registry, "<test>")
+
+
+def test_validate_and_run_agree_on_a_renamed_key(tmp_path, cli):
+    old = _imagebind_recipe(tmp_path, {"modality": "image"})
+    status, out, err = cli("validate", old)
+    assert status == 0 and "ok (imagebind" in out and err.count(RENAMED) == 1
+    status, _, err = cli("run", old, "--out", tmp_path / "run")
+    assert status == 0 and err.count(RENAMED) == 1
+    resolved = tomllib.loads((tmp_path / "run" / "recipe.toml").read_text())
+    assert resolved["anchor"] == {"name": "imagebind", "anchor": "image"}
+
+    both = write(tmp_path / "both.toml", old.read_text().replace('modality = "image"',
+                                                                 'modality = "image"\nanchor = "text"'))
+    for command in ("validate", "run"):
+        status, _, err = cli(command, both, "--out", tmp_path / "run2") if command == "run" else cli(command, both)
+        assert status == 2 and "anchor.modality: renamed anchor.anchor, and both are given" in err
+    assert not (tmp_path / "run2").exists()

@@ -33,6 +33,15 @@ def recall_matrix(metrics: dict, modalities: list, key: str = "R@1") -> np.ndarr
     return out
 
 
+def has_retrieval(metrics: dict, modalities: list) -> bool:
+    """Whether ``metrics`` hold a ``retrieval/<q>-><g>/R@1`` for some pair of ``modalities`` (else a heat map
+    would be all NaN, and none is drawn)."""
+    return bool(np.isfinite(recall_matrix(metrics, modalities)).any())
+
+
+HEATMAP_SKIPPED = "no retrieval metrics (add a `retrieval` evaluator): Recall@1 heat map skipped"
+
+
 def heatmap_figure(metrics: dict, modalities: list, trained_pairs: frozenset, title: str = "", ax=None):
     """Recall@1 heat map; trained pairs are outlined and marked ``T``, emergent pairs marked ``E``."""
     import matplotlib
@@ -115,7 +124,11 @@ def projection_figure(split):
 def write_run_pictures(run_dir: Path, split, metrics: dict, experiment=None, step: int = 0,
                        summary_metrics: tuple = ()) -> list:
     """Save ``recall_heatmap.png`` and ``embeddings_2d.png`` into the run directory and, given a TensorBoard
-    ``SummaryWriter`` (``experiment``), log them plus the embedding projector. Returns the PNG paths written."""
+    ``SummaryWriter`` (``experiment``), log them plus the embedding projector. Returns the PNG paths written.
+
+    The heat map is drawn only when the metrics hold retrieval values (:func:`has_retrieval`): a run whose
+    evaluators measure no retrieval gets no all-NaN picture. ``summary_metrics`` (the run's declared summary keys)
+    is accepted for the caller's convenience; the pictures do not depend on it."""
     if experiment is not None:
         import torch
 
@@ -126,8 +139,10 @@ def write_run_pictures(run_dir: Path, split, metrics: dict, experiment=None, ste
     if not have_matplotlib():
         return []
     written = []
-    for name, make in (("recall_heatmap", lambda: heatmap_figure(metrics, split.modalities, split.trained_pairs)),
-                       ("embeddings_2d", lambda: projection_figure(split))):
+    figures = [("embeddings_2d", lambda: projection_figure(split))]
+    if has_retrieval(metrics, split.modalities):
+        figures.insert(0, ("recall_heatmap", lambda: heatmap_figure(metrics, split.modalities, split.trained_pairs)))
+    for name, make in figures:
         figure = make()
         path = run_dir / f"{name}.png"
         figure.savefig(path, dpi=110)
@@ -144,29 +159,58 @@ def write_run_pictures(run_dir: Path, split, metrics: dict, experiment=None, ste
 # ------------------------------------------------------------------------------------------ mmcore report
 
 
+SUMMARY_KEYS = ("retrieval/trained/R@1", "retrieval/emergent/R@1", "zero_shot/trained/acc", "zero_shot/emergent/acc",
+                "knn/mean/acc")
+"""The summary of a run whose ``model.json`` declares none (runs written before evaluators declared them)."""
+
+
+def declared_summary(run_dir: Path) -> tuple | None:
+    """The summary metric keys the run's evaluators declared (``model.json``'s ``summary_metrics``), or None for a
+    run without them (no or an older ``model.json``)."""
+    from ..runs.directory import MODEL_FILE
+
+    try:
+        record = json.loads((Path(run_dir) / MODEL_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    keys = record.get("summary_metrics") if isinstance(record, dict) else None
+    return tuple(keys) if isinstance(keys, list) else None
+
+
+def summary_keys(metrics: dict, declared: tuple | None) -> list:
+    """The summary keys present in ``metrics``, in declared order: ``declared`` (None: :data:`SUMMARY_KEYS`)."""
+    return [k for k in (SUMMARY_KEYS if declared is None else declared) if k in metrics]
+
+
 def read_run(run_dir: Path) -> dict:
-    """A run's metrics, resolved recipe and trained pairs (``metrics.json``, ``recipe.toml``, ``pairs.json``)."""
+    """A run's metrics, resolved recipe, trained pairs and summary keys (``metrics.json``, ``recipe.toml``,
+    ``pairs.json``, ``model.json``)."""
     from ..recipe.files import tomllib
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     recipe = tomllib.loads((run_dir / "recipe.toml").read_text())
     pairs = json.loads((run_dir / "pairs.json").read_text()) if (run_dir / "pairs.json").exists() else {}
     return {"dir": run_dir, "metrics": metrics, "recipe": recipe, "modalities": list(recipe["encoders"]),
-            "trained_pairs": frozenset(frozenset(p) for p in pairs.get("trained", []))}
+            "trained_pairs": frozenset(frozenset(p) for p in pairs.get("trained", [])),
+            "summary": summary_keys(metrics, declared_summary(run_dir))}
 
 
-SUMMARY_KEYS = ("retrieval/trained/R@1", "retrieval/emergent/R@1", "zero_shot/trained/acc", "zero_shot/emergent/acc",
-                "knn/mean/acc")
+def _column(key: str) -> str:
+    return key.replace("retrieval/", "").replace("/acc", "")
 
 
 def comparison_table(runs: list) -> str:
-    """A plain-text table: one row per run (anchor strategy, loss, seed) and the summary metrics."""
-    header = ["run", "anchor", "loss", "seed", *[k.replace("retrieval/", "").replace("/acc", "") for k in SUMMARY_KEYS]]
+    """A plain-text table: one row per run (anchor strategy, loss, seed) and the summary metrics: the union, in
+    order, of the keys each run's evaluators declared (``run["summary"]``; runs read without it use
+    :data:`SUMMARY_KEYS`), each shown where present in a run's metrics (``-`` elsewhere)."""
+    keys = list(dict.fromkeys(k for run in runs
+                              for k in run.get("summary", summary_keys(run["metrics"], None))))
+    header = ["run", "anchor", "loss", "seed", *[_column(k) for k in keys]]
     rows = []
     for run in runs:
         r, m = run["recipe"], run["metrics"]
         rows.append([run["dir"].name, r["anchor"]["name"], r["loss"]["name"], str(r.get("seed", "")),
-                     *[f"{m[k]:.3f}" if k in m else "-" for k in SUMMARY_KEYS]])
+                     *[f"{m[k]:.3f}" if k in m else "-" for k in keys]])
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]
     lines.append("  ".join("-" * w for w in widths))
@@ -175,8 +219,10 @@ def comparison_table(runs: list) -> str:
 
 
 def side_by_side_heatmaps(runs: list, path: Path) -> Path | None:
-    """All runs' Recall@1 heat maps in one PNG (``None`` without matplotlib)."""
-    if not have_matplotlib():
+    """The Recall@1 heat maps of the runs that have retrieval metrics (:func:`has_retrieval`) in one PNG; ``None``
+    without matplotlib or when no run has them."""
+    runs = [run for run in runs if has_retrieval(run["metrics"], run["modalities"])]
+    if not runs or not have_matplotlib():
         return None
     import matplotlib
 
