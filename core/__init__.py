@@ -1,7 +1,22 @@
 """mmcore: train and evaluate unified multimodal embedding spaces; methods come as plugins.
 
-The public API a plugin may use is what this module exports. Names that need torch are imported on first use, so
-``import mmcore`` (and ``mmcore --help``) stays fast.
+The public API a plugin may use is what this module exports (``__all__``); nothing else in ``mmcore.*`` is public.
+Names that need torch are imported on first use, so ``import mmcore`` (and ``mmcore --help``) stays fast:
+
+Contracts and data
+    ``Component``, ``hookimpl``, ``ConfigError``, ``InputSpec``, ``Batch``, ``AlignmentTerm``, ``Alignment``,
+    ``EmbeddedSplit``, ``DatasetSplits``, the contexts (``EncoderContext``, ``AnchorContext``, ``LossContext``,
+    ``EvaluatorContext``, ``DatasetContext``) and the protocols (``Encoder``, ``AnchorStrategy``, ``Loss``,
+    ``Evaluator``; see :mod:`mmcore.protocols`).
+Helpers for plugins
+    pairs: ``anchor_terms``, ``anchor_term_names``, ``pairs_with``, ``observed_pairs``; losses: ``info_nce_rows``,
+    ``info_nce_pair_rows``, ``blockwise_rows`` (any row-wise loss, tiled and gathered with no backward to write),
+    ``tiled_logsumexp``, ``add_logit_scale``, ``clamped_logit_scale``, ``MASKED_LOGIT``, ``gather_with_grad``;
+    evaluation: ``evaluator``, ``recall_at_k``, ``ranks_of_positives``, ``build_index``, ``class_prototypes``;
+    data: ``TensorSplit``, ``select_rows``.
+Runs
+    ``load`` (a finished run as ``TrainedModel``), ``RunLoadError``, ``load_recipe``, ``RecipeError``,
+    ``get_registry``, ``UnknownComponentError``; ``mmcore.testing`` for plugin tests.
 """
 
 from .contracts import (

@@ -27,7 +27,7 @@ def _load(args):
 
 def cmd_run(args) -> int:
     from .recipe import RecipeError, load_recipe
-    from .runs.directory import RunDirectoryExists, make_run_dir
+    from .runs.directory import RunDirectoryError, make_run_dir
     from .runs.train import train
     from .train.build import assemble
     from .train.module import NonFiniteLoss
@@ -45,7 +45,7 @@ def cmd_run(args) -> int:
         built = assemble(recipe)  # every component is built (and checked) before anything is written
         if not args.resume:
             run_dir = make_run_dir(recipe, args.out, args.overwrite)
-    except (RecipeError, RunDirectoryExists) as exc:
+    except (RecipeError, RunDirectoryError) as exc:
         return _error(str(exc))
     except OSError as exc:
         return _error(f"cannot create the run directory: {exc}")
@@ -53,7 +53,7 @@ def cmd_run(args) -> int:
     resume_hint = f"resume with: mmcore run --resume {run_dir}"
     try:
         metrics = train(recipe, sources, run_dir, module_data=built, resume=bool(args.resume))
-    except RunDirectoryExists as exc:
+    except RunDirectoryError as exc:
         return _error(str(exc))
     except NonFiniteLoss as exc:
         print(f"mmcore: stopped: {exc}", file=sys.stderr)

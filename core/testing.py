@@ -1,4 +1,5 @@
-"""Helpers for testing plugins: a tiny complete recipe that needs no plugin, and one-call runs.
+"""Helpers for testing plugins: a tiny complete recipe that needs no plugin, one-call runs, and the CLI in a
+subprocess (``run_cli``, with ``TINY_OVERRIDES`` to shrink a recipe file).
 
     from mmcore.testing import tiny_recipe, run_recipe
 
@@ -58,3 +59,53 @@ def run_recipe(raw: dict, out: str | Path) -> dict:
     built = assemble(recipe, registry)
     run_dir = make_run_dir(recipe, out)
     return train(recipe, [], run_dir, registry, module_data=built)
+
+
+TINY_OVERRIDES = (
+    "trainer.max_epochs=1",
+    "dataset.train_size=512",
+    "dataset.val_size=128",
+    "dataset.test_size=256",
+    "trainer.batch_size=128",
+    "trainer.log_every_n_steps=1",
+)
+"""``--set`` overrides that shrink a synthetic-data recipe file to a few seconds."""
+
+
+def run_cli(*args, env_extra: dict | None = None, cwd=None, check: bool = False, timeout: float = 600):
+    """Run ``python -m mmcore.cli ARGS`` in a subprocess (as a user would, progress bars off) and return the
+    ``subprocess.CompletedProcess`` (text mode). ``check``: raise AssertionError, with stderr, on a non-zero exit."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("MMCORE_PLUGINS", None)
+    env["CI"] = "true"
+    env.update(env_extra or {})
+    proc = subprocess.run([sys.executable, "-m", "mmcore.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mmcore {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def cli(*args, cwd=None) -> tuple:
+    """Run the ``mmcore`` command line in this process (fast: torch is imported once) -> ``(exit status, stdout,
+    stderr)``. ``cwd``: the working directory for the call (restored afterwards)."""
+    import contextlib
+    import io
+    import os
+
+    from .cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    before = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main([str(a) for a in args])
+    finally:
+        os.chdir(before)
+    return status, out.getvalue(), err.getvalue()

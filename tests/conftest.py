@@ -7,32 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from mmcore.testing import TINY_OVERRIDES, run_cli  # noqa: F401 - re-exported for the tests
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 PLUGIN_PACKAGES = Path(__file__).parent / "plugin_packages"
 
-TINY = [
-    "trainer.max_epochs=1",
-    "dataset.train_size=512",
-    "dataset.val_size=128",
-    "dataset.test_size=256",
-    "trainer.batch_size=128",
-    "trainer.log_every_n_steps=1",
-]
+TINY = list(TINY_OVERRIDES)
 """--set overrides that shrink a synthetic recipe to a few seconds."""
-
-
-def run_cli(*args, env_extra=None, cwd=None, check=False):
-    """Run ``python -m mmcore.cli ARGS`` and return the CompletedProcess (text mode)."""
-    env = dict(os.environ)
-    env.pop("MMCORE_PLUGINS", None)
-    env["CI"] = "true"
-    env.update(env_extra or {})
-    proc = subprocess.run([sys.executable, "-m", "mmcore.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mmcore {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 def pip_install_target(packages, target: Path) -> dict:

@@ -35,7 +35,8 @@ def contracts_env(tmp_path_factory):
 @pytest.mark.parametrize("override,message", BROKEN, ids=[b[0].split("=")[1][:20] for b in BROKEN])
 def test_validate_rejects_a_component_that_breaks_its_contract_and_run_writes_nothing(contracts_env, tmp_path,
                                                                                        override, message):
-    for command in ("validate", "run"):
+    # run shares validate's checks (both assemble the recipe); it is run for the first case only, to save time
+    for command in ("validate", "run") if override == BROKEN[0][0] else ("validate",):
         args = [command, RECIPES / "imagebind.toml", *_overrides(override)]
         if command == "run":
             args += ["--out", tmp_path / "run"]

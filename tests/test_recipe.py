@@ -82,7 +82,7 @@ def test_renamed_keys_are_used_in_suggestions_and_validator_messages():
     import attrs
     from cattrs.gen import override
 
-    from mmcore.recipe import _Structurer, toml_keys
+    from mmcore.recipe.structure import _Structurer, toml_keys
 
     @attrs.frozen
     class Config:
@@ -100,7 +100,7 @@ def test_renamed_keys_are_used_in_suggestions_and_validator_messages():
 
 def test_a_key_ending_in_a_newline_is_quoted():
     # found by the fuzzer: `$` in a regex also matches before a final newline
-    from mmcore.recipe import tomllib
+    from mmcore.recipe.files import tomllib
 
     data = {"0": {}, "0\n": [{}]}
     assert tomllib.loads(dump_toml(data)) == data

@@ -102,7 +102,7 @@ def test_random_overrides_only_raise_recipe_errors(overrides):
 
 @given(st.dictionaries(st.text(min_size=1, max_size=5), documents, max_size=6))
 def test_the_toml_writer_round_trips_what_it_writes(data):
-    from mmcore.recipe import tomllib
+    from mmcore.recipe.files import tomllib
 
     def clean(value):  # TOML has no null and keeps nan as nan: compare with nan == nan
         if isinstance(value, dict):

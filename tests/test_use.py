@@ -18,7 +18,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("use")
     metrics = run_recipe(tiny_recipe(), root / "run")
     model = mmcore.load(root / "run")
-    test = model.data.splits.test
+    test = model.data().splits.test
     for m in ("text", "audio"):
         np.save(root / f"{m}.npy", test.inputs[m].numpy())
     return root, model, metrics

@@ -11,11 +11,17 @@ from pathlib import Path
 import attrs
 
 from ..files import write_atomic  # noqa: F401 - re-exported: the run's files are written with it
+from ..recipe import Recipe
 from ..registry import Registry
 
 
-class RunDirectoryExists(Exception):
-    """The requested run directory already holds a run (or cannot be used)."""
+class RunDirectoryError(Exception):
+    """The run directory cannot be used: it holds a run already, is not writable, or lacks room; a launcher
+    started several processes without ``--out``; there is nothing to resume."""
+
+
+class RunDirectoryExists(RunDirectoryError):
+    """The requested run directory already holds something (``--overwrite`` replaces it)."""
 
 
 RUN_DIR_ENV = "MMCORE_RUN_DIR"
@@ -42,7 +48,7 @@ def make_run_dir(recipe: Recipe, out: str | Path | None = None, overwrite: bool 
         if os.environ.get(RUN_DIR_ENV):
             return Path(os.environ[RUN_DIR_ENV])
         if out is None:
-            raise RunDirectoryExists("with several processes started by a launcher (torchrun, SLURM), give every "
+            raise RunDirectoryError("with several processes started by a launcher (torchrun, SLURM), give every "
                                      "process the same run directory with --out DIR")
         Path(out).mkdir(parents=True, exist_ok=True)
         return Path(out)
@@ -115,10 +121,10 @@ def check_writable(run_dir: Path, module) -> None:
         probe.write_bytes(b"0" * 4096)
         probe.unlink()
     except OSError as exc:
-        raise RunDirectoryExists(f"cannot write to {run_dir}: {exc.strerror or exc}") from exc
+        raise RunDirectoryError(f"cannot write to {run_dir}: {exc.strerror or exc}") from exc
     params = sum(p.numel() * p.element_size() for p in module.parameters())
     need = 2 * 3 * params + 64 * 2**20
     free = shutil.disk_usage(run_dir).free
     if free < need:
-        raise RunDirectoryExists(f"not enough free space in {run_dir}: {free / 2**20:.0f} MiB free, about "
+        raise RunDirectoryError(f"not enough free space in {run_dir}: {free / 2**20:.0f} MiB free, about "
                                  f"{need / 2**20:.0f} MiB needed for checkpoints")

@@ -20,7 +20,7 @@ from ..recipe import Recipe, dump_toml, recipe_to_dict
 from ..registry import Registry, get_registry
 from ..train.build import assemble
 from ..train.callbacks import DropOrphanBest, InterruptCheckpoint, RandomState
-from .directory import (MODEL_FILE, RunDirectoryExists, check_writable, environment_record, launcher_rank,
+from .directory import (MODEL_FILE, RunDirectoryError, check_writable, environment_record, launcher_rank,
                         model_record, plugins_record, write_atomic)
 
 
@@ -87,7 +87,7 @@ def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | Non
     if resume:
         ckpt_path = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt_path.is_file():
-            raise RunDirectoryExists(f"nothing to resume: {ckpt_path} does not exist (the run stopped before its "
+            raise RunDirectoryError(f"nothing to resume: {ckpt_path} does not exist (the run stopped before its "
                                      "first epoch ended; start it again)")
     if launcher_rank() == 0:
         check_writable(run_dir, module)

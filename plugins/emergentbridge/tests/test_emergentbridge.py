@@ -8,13 +8,16 @@ import io
 import json
 import math
 import random
-
-import pytest
-import torch
+from pathlib import Path
 
 import mmcore
-from conftest import RECIPES
+import pytest
+import torch
+from mmcore.testing import cli
 from mmcore.train.objective import term_loss
+
+ROOT = Path(__file__).resolve().parents[3]  # the repository; its recipes/ are first-party
+RECIPES = ROOT / "recipes"
 
 A, B, N = "image", "text", "audio"
 MODALITIES = (A, B, N)
@@ -139,7 +142,10 @@ def test_projector_on_a_small_example():
 
 
 def test_gradient_projection_removes_exactly_the_span_of_the_directions():
-    from mmcore_emergentbridge.projection import orthonormal_directions, project_gradient
+    from mmcore_emergentbridge.projection import (
+        orthonormal_directions,
+        project_gradient,
+    )
 
     random.seed(0)
     g = [[random.gauss(0, 1) for _ in range(5)] for _ in range(3)]
@@ -245,7 +251,7 @@ def test_the_mapper_is_optimised_and_checkpointed_with_the_model():
 # ------------------------------------------------------------------------------------------ settings
 
 
-def test_the_recipe_key_is_lambda(cli):
+def test_the_recipe_key_is_lambda():
     status, out, _ = cli("show", RECIPES / "emergentbridge.toml", "--set", "anchor.lambda=0.25")
     assert status == 0 and "lambda = 0.25" in out
     from mmcore.recipe import RecipeError
@@ -261,7 +267,7 @@ def test_the_recipe_key_is_lambda(cli):
     (["anchor.proxy=image"], "anchor.proxy: must differ"),
     (['dataset.pairing=[["image","audio"],["text","audio"]]'], "anchor.proxy: the mapper is trained on image-text"),
 ])
-def test_bad_settings_are_recipe_errors(cli, overrides, message):
+def test_bad_settings_are_recipe_errors(overrides, message):
     args = [x for o in overrides for x in ("--set", o)]
     status, _, err = cli("validate", RECIPES / "emergentbridge.toml", *args)
     assert status == 2 and message in err, err

@@ -1,8 +1,13 @@
 """The fixed-anchor (ImageBind) run gives emergent alignment between modalities never trained together."""
 
 import json
+from pathlib import Path
 
-from conftest import RECIPES, run_cli
+from mmcore.testing import run_cli
+
+ROOT = Path(__file__).resolve().parents[3]  # the repository; its recipes/ are first-party
+RECIPES = ROOT / "recipes"
+
 
 
 def test_fixed_anchor_gives_emergent_alignment_far_above_chance(tmp_path):

@@ -4,13 +4,15 @@ task's components, and the measured behaviour (per-target-modality pools) agains
 import json
 import math
 import statistics
+from pathlib import Path
 
+import mmcore
 import numpy as np
 import pytest
 import torch
 
-import mmcore
-from conftest import RECIPES
+ROOT = Path(__file__).resolve().parents[3]  # the repository; its recipes/ are first-party
+RECIPES = ROOT / "recipes"
 
 # ----------------------------------------------------------------------------------------------- hand math
 

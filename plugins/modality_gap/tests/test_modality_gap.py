@@ -6,15 +6,19 @@ plain Python loops, never by the plugin's own functions.
 
 import json
 import math
-
-import numpy as np
-import pytest
+from pathlib import Path
 
 import mmcore
-from conftest import RECIPES, TINY
+import numpy as np
+import pytest
 from mmcore.cli import main
+from mmcore.testing import TINY_OVERRIDES
 from mmcore_modality_gap.measures import derangement
 from mmcore_modality_gap.plugin import ModalityGapConfig, modality_gap
+
+ROOT = Path(__file__).resolve().parents[3]  # the repository; its recipes/ are first-party
+RECIPES = ROOT / "recipes"
+TINY = list(TINY_OVERRIDES)
 
 
 def random_orthogonal(d: int, seed: int) -> np.ndarray:

@@ -9,13 +9,13 @@ import json
 import re
 from pathlib import Path
 
+import mmcore
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Subset
-
-import mmcore
+from mmcore.testing import cli
 from mmcore_features.plugin import FeaturesConfig, build_features
+from torch.utils.data import DataLoader, RandomSampler, Subset
 
 README = Path(__file__).resolve().parents[1] / "plugins" / "features" / "README.md"
 
@@ -24,7 +24,7 @@ def _blocks(kind: str) -> list:
     return re.findall(rf"```{kind}\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_the_readme_example_writes_a_directory_that_trains(cli, monkeypatch, tmp_path):
+def test_the_readme_example_writes_a_directory_that_trains(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     exec(_blocks("python")[0], {})  # the format example, as printed in the README
     recipe = tmp_path / "my_features.toml"
@@ -166,7 +166,7 @@ def test_bad_files_are_config_errors_naming_the_file(tmp_path, changes, file, wo
     assert str(tmp_path / "d" / file) in str(error) and words in str(error), str(error)
 
 
-def test_missing_directory_or_files(tmp_path, cli):
+def test_missing_directory_or_files(tmp_path):
     with pytest.raises(mmcore.ConfigError, match="is not a directory"):
         build_features(FeaturesConfig(str(tmp_path / "nowhere")))
     (tmp_path / "empty").mkdir()

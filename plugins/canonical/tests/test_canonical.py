@@ -6,15 +6,19 @@ end-to-end test trains two tiny runs that differ only in their seed and aligns t
 
 import json
 import math
-
-import numpy as np
-import pytest
+from pathlib import Path
 
 import mmcore
-from conftest import RECIPES, TINY
+import numpy as np
+import pytest
 from mmcore.cli import main
+from mmcore.testing import TINY_OVERRIDES
 from mmcore_canonical.procrustes import apply, fit_procrustes, relative_residual
 from mmcore_canonical.report import align_report
+
+ROOT = Path(__file__).resolve().parents[3]  # the repository; its recipes/ are first-party
+RECIPES = ROOT / "recipes"
+TINY = list(TINY_OVERRIDES)
 
 
 def random_orthogonal(d: int, seed: int) -> np.ndarray:
