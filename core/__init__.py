@@ -46,7 +46,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "TensorSplit": "mmcore.data",
-    "MASKED_LOGIT": "mmcore.contrastive.infonce",
+    "MASKED_LOGIT": "mmcore.contrastive",
     "info_nce_rows": "mmcore.contrastive.infonce",
     "info_nce_pair_rows": "mmcore.contrastive.infonce",
     "add_logit_scale": "mmcore.contrastive.infonce",

@@ -9,9 +9,7 @@ computes the same values and gradients in blocks (:mod:`mmcore.contrastive.tiled
 import math
 
 
-MASKED_LOGIT = -1.0e4
-"""Logit given to excluded candidates: ``exp`` of it underflows to exactly 0 next to any real logit (|logit| <= the
-logit-scale clamp), yet it stays finite, so rows that lose every candidate (padding rows) give no NaN gradients."""
+from . import MASKED_LOGIT
 
 
 def _column_bias(candidate_valid):

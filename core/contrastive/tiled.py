@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 
-from .infonce import MASKED_LOGIT
+from . import MASKED_LOGIT
 
 
 def _blocks(n: int, tile: int):

@@ -105,7 +105,7 @@ def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | Non
     trainer.test(module, datamodule=data, verbose=False)
     metrics = module.test_metrics
     if trainer.is_global_zero:
-        from ..use.report import have_matplotlib, write_run_pictures
+        from .figures import have_matplotlib, write_run_pictures
 
         write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
         pairs = {"trained": sorted(sorted(p) for p in module.trained_pairs),
