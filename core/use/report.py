@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 from ..runs.figures import (  # noqa: F401 - the run figures, re-exported for reports
-    PROJECTOR_POINTS, has_retrieval, have_matplotlib, heatmap_figure, projection_2d, projection_figure, recall_matrix,
+    HEATMAP_SKIPPED, PROJECTOR_POINTS, has_retrieval, have_matplotlib, heatmap_figure, projection_2d, projection_figure,
+    recall_matrix,
     subsample, write_run_pictures,
 )
 
