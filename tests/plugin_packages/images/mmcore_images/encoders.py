@@ -1,6 +1,5 @@
 """The encoders' modules (imported by their builds)."""
 
-import torch
 from torch import nn
 
 
