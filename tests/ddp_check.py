@@ -46,29 +46,42 @@ class MaskedLoss(torch.nn.Module):
     def logit_scale(self):
         return self.log_logit_scale.exp()
 
-    def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward"):
+    def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward",
+             term=None):
         import mmcore
 
         return mmcore.info_nce_rows(query, candidates, targets, self.logit_scale, candidate_labels,
                                     candidate_valid, self.tile_size)
 
 
-def make_model(kind):
-    from mmcore.builtins.losses import InfoNCEConfig, build_infonce
+def make_loss(kind):
+    """The loss of one case: the built-in InfoNCE, the label-masked one above, or the siglip plugin's (sigmoid
+    loss through mmcore.blockwise_rows; labels restrict its pairs as well), plain or tiled."""
+    if kind == "infonce":
+        from mmcore.builtins.losses import InfoNCEConfig, build_infonce
 
+        return build_infonce(InfoNCEConfig(), None)
+    tile = 4 if kind.endswith("_tiled") else 0
+    if kind.startswith("siglip"):
+        from mmcore_siglip.plugin import SigLIPConfig, build_siglip
+
+        return build_siglip(SigLIPConfig(tile_size=tile), None)
+    return MaskedLoss(tile)
+
+
+def make_model(kind):
     torch.manual_seed(1)
     model = torch.nn.ModuleDict({
         "x": torch.nn.Sequential(torch.nn.Linear(D_IN, 12), torch.nn.GELU(), torch.nn.Linear(12, D)),
         "y": torch.nn.Linear(D_IN, D),
     })
-    model["loss"] = build_infonce(InfoNCEConfig(), None) if kind == "infonce" else MaskedLoss(
-        4 if kind == "masked_tiled" else 0)
+    model["loss"] = make_loss(kind)
     return model
 
 
 def loss_and_grads(model, x, y, mask, labels):
     import mmcore
-    from mmcore.runner import term_loss
+    from mmcore.train.objective import term_loss
 
     zx = torch.nn.functional.normalize(model["x"](x), dim=1)
     zy = torch.nn.functional.normalize(model["y"](y), dim=1)
@@ -78,7 +91,7 @@ def loss_and_grads(model, x, y, mask, labels):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-KINDS = ("infonce", "masked", "masked_tiled")
+KINDS = ("infonce", "masked", "masked_tiled", "siglip", "siglip_tiled")
 
 
 def worker(rank, port, queue):

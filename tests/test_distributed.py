@@ -13,8 +13,9 @@ def test_two_processes_give_the_loss_and_gradients_of_one_process_holding_the_wh
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    # plain InfoNCE, a label-masked loss (MAMCL-style, labels gathered across ranks), and the same tiled
-    assert set(report) == {"infonce", "masked", "masked_tiled"}
+    # plain InfoNCE, a label-masked loss (MAMCL-style, labels gathered across ranks), the same tiled, and the
+    # siglip plugin's sigmoid loss (mmcore.blockwise_rows: labels and invalid candidates), plain and tiled
+    assert set(report) == {"infonce", "masked", "masked_tiled", "siglip", "siglip_tiled"}
     for kind, r in report.items():
         assert abs(r["loss_ddp"] - r["loss_single"]) <= 1e-5 * abs(r["loss_single"]), (kind, r)
         assert r["max_grad_diff"] <= 1e-5 * r["max_grad"], (kind, r)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 REFERENCE_SIZE = 5000
 """How many training samples are embedded as the evaluators' reference set (prototypes, kNN)."""
@@ -38,22 +38,14 @@ class EpochShuffle(torch.utils.data.Sampler):
         return self.size
 
 
-class EpochBatches(BatchSampler):
-    """A :class:`BatchSampler` that passes ``set_epoch`` on to its sampler (Lightning calls it on the sampler it
-    finds; a wrapped :class:`EpochShuffle` would otherwise repeat epoch 0's order)."""
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
-
-
 def _batched(dataset) -> bool:
     inner = dataset.dataset if isinstance(dataset, Subset) else dataset
     return callable(getattr(inner, "get_batch", None))
 
 
 class _Batches(Dataset):
-    """Index ``i`` of this dataset is a list of indices; fetching it returns the collated batch."""
+    """A dataset offering ``get_batch``, seen by torch's DataLoader through ``__getitems__`` (one call per batch,
+    collated by :func:`_already_collated`); samplers, and Lightning's distributed sampler, work as for any dataset."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -61,10 +53,17 @@ class _Batches(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, indices) -> dict:
+    def __getitems__(self, indices) -> dict:
         if isinstance(self.dataset, Subset):
             return self.dataset.dataset.get_batch([self.dataset.indices[i] for i in indices])
         return self.dataset.get_batch(list(indices))
+
+    def __getitem__(self, index) -> dict:
+        return self.dataset[index]
+
+
+def _already_collated(batch: dict) -> dict:
+    return batch
 
 
 class ModalityCollate:
@@ -109,15 +108,15 @@ class BindingData(L.LightningDataModule):
         common = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                       pin_memory=torch.cuda.is_available())  # lets the non_blocking copy to the GPU overlap compute
         if _batched(dataset) and not self.collators:
-            batches = EpochBatches(sampler or SequentialSampler(dataset), size, drop_last)
-            return DataLoader(_Batches(dataset), sampler=batches, batch_size=None, **common)
+            return DataLoader(_Batches(dataset), batch_size=size, sampler=sampler, drop_last=drop_last,
+                              collate_fn=_already_collated, **common)
         return DataLoader(dataset, batch_size=size, sampler=sampler, drop_last=drop_last,
                           collate_fn=ModalityCollate(self.collators), **common)
 
     def fetch(self, dataset, indices: list) -> dict:
         """One collated batch of ``indices``, exactly as the loaders would collate it."""
         if _batched(dataset) and not self.collators:
-            return _Batches(dataset)[indices]
+            return _Batches(dataset).__getitems__(indices)
         return ModalityCollate(self.collators)([dataset[i] for i in indices])
 
     def on_before_batch_transfer(self, data, dataloader_idx: int):

@@ -31,12 +31,15 @@ import mmcore
 class MAMCLConfig:
     """``temperature``: fixed (or initial) temperature, 0.03 as in UNITE; ``learnable``: train it (UNITE: no);
     ``max_logit_scale``: clamp on ``1 / temperature``; ``mask_reverse``: also mask the
-    candidate -> query direction (UNITE leaves it unmasked; see the module docstring)."""
+    candidate -> query direction (UNITE leaves it unmasked; see the module docstring); ``tile_size``: 0 for the
+    plain loss, or the block size of the tiled one that never builds ``[B, B]`` (same values and gradients, for
+    large batches; labels are masked per block)."""
 
     temperature: float = attrs.field(default=0.03, validator=attrs.validators.gt(0.0))
     learnable: bool = False
     max_logit_scale: float = attrs.field(default=100.0, validator=attrs.validators.gt(0.0))
     mask_reverse: bool = True
+    tile_size: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 def masked_directions(mask_reverse: bool) -> frozenset:
@@ -55,22 +58,26 @@ def _make_mamcl_module():
             super().__init__()
             mmcore.add_logit_scale(self, config.temperature, config.learnable, config.max_logit_scale)
             self.masked = masked_directions(config.mask_reverse)
+            self.tile_size = config.tile_size
 
         @property
         def logit_scale(self):
             """Scalar ``s = 1 / temperature``, clamped at ``max_logit_scale`` (as the built-in ``infonce``)."""
             return mmcore.clamped_logit_scale(self)
 
-        def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward"):
+        def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward",
+                 term=None):
             """``[n]`` row losses of ``query`` (``[n, d]``) against ``candidates`` (``[N, d]``).
 
             targets: ``[n]`` column of each row's positive; candidate_labels: ``[N]`` modality id per pair, or None
-            (then plain InfoNCE); candidate_valid: ``[N]`` bool, invalid candidates are never negatives.
+            (then plain InfoNCE); candidate_valid: ``[N]`` bool, invalid candidates are never negatives; term: the
+            term's name (the core always passes it; unused).
             """
             if direction not in ("forward", "reverse"):
                 raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
             labels = candidate_labels if direction in self.masked else None
-            return mmcore.info_nce_rows(query, candidates, targets, self.logit_scale, labels, candidate_valid)
+            return mmcore.info_nce_rows(query, candidates, targets, self.logit_scale, labels, candidate_valid,
+                                        self.tile_size)
 
     return MAMCL
 
