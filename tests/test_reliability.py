@@ -141,6 +141,12 @@ class _PoisonAt(torch.nn.Module):
             alignment.aux_losses["poison"] = torch.tensor(float("nan"))
         return alignment
 
+    def term_names(self):
+        return self.inner.term_names()
+
+    def trained_pairs(self, observed):
+        return self.inner.trained_pairs(observed)
+
 
 def _poisoned(recipe_overrides, step):
     import mmcore
