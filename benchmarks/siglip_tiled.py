@@ -64,7 +64,7 @@ def one(batch: int, dim: int, tile: int, device: str, repeats: int) -> dict:
 def run_isolated(args: list) -> dict:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     proc = subprocess.run([sys.executable, __file__, "--one", *map(str, args)], capture_output=True, text=True,
-                          env=env)
+                          env=env, check=False)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["failed"]
         return {"error": "OOM" if "out of memory" in proc.stderr.lower() else tail[0][:60]}
@@ -92,7 +92,8 @@ def main() -> None:
         return
     device = "cuda" if args.gpu else "cpu"
     print(f"device={device} d={args.dim} tile={args.tile} fp32 (siglip, symmetric term, forward + backward)")
-    print(f"{'B':>7} | {'plain s':>8} {'plain MiB':>10} | {'tiled s':>8} {'tiled MiB':>10} | {'time x':>6} {'mem x':>6}")
+    print(f"{'B':>7} | {'plain s':>8} {'plain MiB':>10} | {'tiled s':>8} {'tiled MiB':>10} | "
+          f"{'time x':>6} {'mem x':>6}")
     for batch in (int(b) for b in args.batches.split(",")):
         plain = run_isolated([batch, args.dim, 0, device, args.repeats])
         tiled = run_isolated([batch, args.dim, args.tile, device, args.repeats])

@@ -28,7 +28,7 @@ def _blocks(n: int, tile: int) -> list[slice]:
     return [slice(start, min(start + tile, n)) for start in range(0, n, tile)]
 
 
-def block_masks(targets, row_labels, candidate_labels, candidate_valid, rows: slice, cols: slice):
+def _block_masks(targets, row_labels, candidate_labels, candidate_valid, rows: slice, cols: slice):
     """``(positive, allowed)`` of block ``(rows, cols)``, both bool ``[tn, tN]`` (``allowed`` None: all allowed).
 
     positive: True at each row's target column. allowed: the candidate is valid and, with labels, has the label of
@@ -51,7 +51,7 @@ def _block_rows(block, query_blk, cand_blk, targets, row_labels, candidate_label
     """``block`` applied to block ``(rows, cols)``: fp32 scores ``query_blk @ cand_blk.T`` (the rows and columns
     of the block) and the block's masks, made here (so a checkpoint recomputes them rather than keeping them);
     returns ``[tn]``."""
-    positive, allowed = block_masks(targets, row_labels, candidate_labels, candidate_valid, rows, cols)
+    positive, allowed = _block_masks(targets, row_labels, candidate_labels, candidate_valid, rows, cols)
     return block(_at_least_fp32(query_blk @ cand_blk.T), positive, allowed)
 
 
@@ -73,10 +73,11 @@ def blockwise_rows(block, query, candidates, targets, candidate_labels=None, can
     """``[n]`` row losses of ``query`` against ``candidates``, one ``block`` of the similarity matrix at a time.
 
     block:            ``block(scores, positive, allowed) -> [tn]``, a pure function of one block:
-                      scores ``[tn, tN]`` fp32 (fp64 for fp64 inputs), the raw products ``query_blk @ cand_blk.T`` (the block applies its
-                      own scale and bias; tensors it captures get gradients); positive ``[tn, tN]`` bool, True at
-                      each row's target column; allowed ``[tn, tN]`` bool, or None when every candidate is allowed.
-                      Entries that are not allowed must not change the result (mask them out)
+                      scores ``[tn, tN]``, the raw products ``query_blk @ cand_blk.T`` (computed in the inputs'
+                      dtype, handed over as fp32; fp64 stays fp64): the block applies its own scale and bias, and
+                      tensors it captures get gradients; positive ``[tn, tN]`` bool, True at each row's target
+                      column; allowed ``[tn, tN]`` bool, or None when every candidate is allowed. Entries that are
+                      not allowed must not change the result: the block masks them out
     query:            ``[n, d]``
     candidates:       ``[N, d]``
     targets:          ``[n]`` long, column of each row's positive in ``candidates``

@@ -31,8 +31,8 @@ class SigLIPConfig:
 def build_siglip(config: SigLIPConfig, context):
     """An ``nn.Module`` with ``rows(...)`` and ``logit_scale`` (the loss contract)."""
     if config.scale_init > config.max_logit_scale:
-        raise mmcore.ConfigError("scale_init", f"scale_init {config.scale_init} is above max_logit_scale "
-                                               f"{config.max_logit_scale}: the scale would start clamped and never train")
+        raise mmcore.ConfigError("scale_init", f"{config.scale_init} is above max_logit_scale "
+                                               f"{config.max_logit_scale}: the scale would start clamped")
     from .loss import SigLIP
 
     return SigLIP(config)
