@@ -18,10 +18,10 @@ imports ``torch._dynamo`` and sympy, ~80 MiB, once per process; a training run h
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
+
+from measure import time_and_peak  # benchmarks/measure.py (this script's folder is on sys.path)
 
 
 def one(batch: int, dim: int, tile: int, device: str, repeats: int) -> dict:
@@ -45,20 +45,7 @@ def one(batch: int, dim: int, tile: int, device: str, repeats: int) -> dict:
         reverse = loss.rows(k, q, targets, None, None, "reverse", term="x-y")
         ((forward.mean() + reverse.mean()) / 2).backward()
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base_cuda = torch.cuda.memory_allocated()
-    step()  # warm-up (and the peak-memory measurement)
-    sync()
-    peak = (torch.cuda.max_memory_allocated() - base_cuda if device == "cuda"
-            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    sync()
-    return {"seconds": (time.perf_counter() - start) / repeats, "peak_bytes": peak}
+    return time_and_peak(step, device, repeats)
 
 
 def run_isolated(args: list) -> dict:

@@ -103,7 +103,6 @@ class Recipe:
 SECTION_KINDS = {"dataset": "datasets", "anchor": "anchor_strategies", "loss": "losses"}
 
 
-
 @attrs.frozen
 class _Settings:
     """The non-component part of a recipe, structured by cattrs in one go."""

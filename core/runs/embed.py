@@ -13,8 +13,7 @@ def embed_and_evaluate(model, split: str = "test", overrides: list = (), evaluat
     data = model.data(overrides)
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
-    chosen = getattr(data.splits, split)
-    data.test_dataloader = lambda: [data.loader(chosen), data.loader(data.reference())]
+    data.test_split = split
     module = model.module
     module.embed_only = not evaluate
     try:

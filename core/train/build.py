@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import numbers
 
+import attrs
 import lightning as L
 import torch
 
@@ -55,7 +56,6 @@ def build_model(recipe: Recipe, inputs: dict, observed_pairs: frozenset, class_n
     """Encoders, loss, anchor strategy and evaluators of a recipe, from the input specs (modality ->
     :class:`mmcore.InputSpec`) and the observed pairs alone: no dataset is needed."""
     registry = registry or get_registry()
-    L.seed_everything(recipe.seed, workers=True, verbose=False)
     modalities = recipe.modalities
     observed = frozenset(p for p in observed_pairs if p <= set(modalities))
     encoders = {
@@ -141,8 +141,9 @@ def _probe_encoders(module, batch, recipe, registry) -> dict:
     for m, section in recipe.encoders.items():
         who = _owner(registry, "encoders", section.name)
         present = batch.present[m].bool()
+        index = module.present_rows(present)
         try:
-            out = module.encode_present(m, batch.inputs[m], present)
+            out = module.encode_present(m, batch.inputs[m], index)
         except Exception as exc:  # noqa: BLE001
             raise RecipeError([f"encoders.{m}: {who} failed on a batch of {module.inputs[m].describe()} inputs: "
                                f"{type(exc).__name__}: {exc}"]) from exc
@@ -151,7 +152,7 @@ def _probe_encoders(module, batch, recipe, registry) -> dict:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise RecipeError([f"encoders.{m}: {who} returned {got} for {expected[0]} present rows; expected "
                                f"[rows, embed_dim] = {list(expected)}"])
-        z[m] = module.scatter_present(out, present)
+        z[m] = module.scatter_present(out, batch.size, index)
     return z
 
 
@@ -210,9 +211,7 @@ def _probe_evaluators(module, z, batch, recipe, registry) -> None:
         present={m: batch.present[m].bool().cpu().numpy() for m in z},
         labels=None if batch.labels is None else batch.labels.cpu().numpy(),
         trained_pairs=module.trained_pairs, class_names=module.class_names)
-    # the probe's own rows double as the reference set
-    probe_split = EmbeddedSplit(probe_split.z, probe_split.present, probe_split.labels, probe_split,
-                                probe_split.trained_pairs, probe_split.class_names)
+    probe_split = attrs.evolve(probe_split, reference=probe_split)  # the probe's own rows as the reference set
     for i, (section, evaluate) in enumerate(zip(recipe.evaluators, module.evaluators)):
         who = _owner(registry, "evaluators", section.name)
         try:

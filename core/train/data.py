@@ -38,6 +38,12 @@ class EpochShuffle(torch.utils.data.Sampler):
         return self.size
 
 
+def present_index(present: torch.Tensor):
+    """``"all"`` when every row of a ``[B]`` presence mask is set, else the ``[k]`` long indices of the set rows."""
+    present = present.bool()
+    return "all" if bool(present.all()) else present.nonzero().squeeze(1)
+
+
 def _batched(dataset) -> bool:
     inner = dataset.dataset if isinstance(dataset, Subset) else dataset
     return callable(getattr(inner, "get_batch", None))
@@ -100,6 +106,7 @@ class BindingData(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.collators = {m: c for m, c in (collators or {}).items() if any(c)}
+        self.test_split = "test"
 
     def loader(self, dataset, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
         """A DataLoader in the batch contract over any split."""
@@ -125,8 +132,7 @@ class BindingData(L.LightningDataModule):
         if isinstance(data, dict) and "present" in data and "rows" not in data:
             data["rows"] = {}
             for m, present in data["present"].items():
-                present = torch.as_tensor(present).bool()
-                data["rows"][m] = "all" if bool(present.all()) else present.nonzero().squeeze(1)
+                data["rows"][m] = present_index(torch.as_tensor(present))
         return data
 
     def train_dataloader(self):
@@ -141,4 +147,7 @@ class BindingData(L.LightningDataModule):
         return Subset(self.splits.train, range(min(REFERENCE_SIZE, len(self.splits.train))))
 
     def test_dataloader(self):
-        return [self.loader(self.splits.test, shuffle=False), self.loader(self.reference(), shuffle=False)]
+        """The split named ``self.test_split`` (``"test"`` unless changed, e.g. to embed another split) and the
+        reference set."""
+        return [self.loader(getattr(self.splits, self.test_split), shuffle=False),
+                self.loader(self.reference(), shuffle=False)]

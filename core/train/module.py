@@ -14,6 +14,7 @@ from torch import nn
 
 from ..contracts import Batch, EmbeddedSplit, select_rows
 from ..recipe import Recipe
+from .data import present_index
 from .objective import term_loss
 
 
@@ -40,6 +41,7 @@ class BindingModule(L.LightningModule):
         self.observed_pairs = observed_pairs
         self.class_names = class_names
         self.test_metrics: dict = {}
+        self.embed_only = False  # the test loop embeds its split without running the evaluators
         self.skipped_batches = 0
         self._pending_checks: list = []  # (host flags, CUDA event, term names, step, epoch), oldest first
         self._collected: dict = {}
@@ -55,32 +57,31 @@ class BindingModule(L.LightningModule):
 
     @staticmethod
     def present_rows(present: torch.Tensor, rows=None):
-        """Indices ``[k]`` of the present rows, or None when every row is present. ``rows``: the indices already
-        computed on the host before the batch reached the device (see :meth:`on_before_batch_transfer`)."""
-        if rows is not None:
-            return None if isinstance(rows, str) else rows
-        present = present.bool()
-        return None if bool(present.all()) else present.nonzero().squeeze(1)
+        """Indices ``[k]`` of the present rows, or None when every row is present. ``rows``: what
+        :func:`~mmcore.train.data.present_index` already computed on the host for this batch, if it did."""
+        rows = present_index(present) if rows is None else rows
+        return None if isinstance(rows, str) else rows
 
-    def encode_present(self, modality: str, inputs, present: torch.Tensor, rows=None) -> torch.Tensor:
-        """The encoder's raw output ``[k, d]`` on the ``k`` present rows only (absent rows never reach it)."""
-        index = self.present_rows(present, rows)
+    def encode_present(self, modality: str, inputs, index) -> torch.Tensor:
+        """The encoder's raw output ``[k, d]`` on the present rows ``index`` only (None: every row)."""
         return self.encoders[modality](inputs if index is None else select_rows(inputs, index))
 
-    def scatter_present(self, out: torch.Tensor, present: torch.Tensor, rows=None) -> torch.Tensor:
-        """``[B, d]``: the normalised ``[k, d]`` output at the present rows, zeros elsewhere."""
+    @staticmethod
+    def scatter_present(out: torch.Tensor, size: int, index) -> torch.Tensor:
+        """``[size, d]``: the normalised ``[k, d]`` output at rows ``index`` (None: every row), zeros elsewhere."""
         out = F.normalize(out, dim=-1)
-        index = self.present_rows(present, rows)
         if index is None:
             return out
-        return out.new_zeros((present.shape[0], out.shape[1])).index_copy(0, index, out)
+        return out.new_zeros((size, out.shape[1])).index_copy(0, index, out)
 
     def embed(self, batch: Batch) -> dict:
         """``{m: [B, d]}`` L2-normalised embeddings; rows of absent samples are zeros (their encoder never ran)."""
         rows = batch.rows or {}
-        return {m: self.scatter_present(self.encode_present(m, batch.inputs[m], batch.present[m], rows.get(m)),
-                                        batch.present[m], rows.get(m))
-                for m in self.encoders}
+        z = {}
+        for m in self.encoders:
+            index = self.present_rows(batch.present[m], rows.get(m))
+            z[m] = self.scatter_present(self.encode_present(m, batch.inputs[m], index), batch.size, index)
+        return z
 
     def objective(self, batch: Batch) -> dict:
         """All weighted loss terms of a batch: ``{term name: scalar}`` (their sum is what is minimised).
@@ -232,7 +233,7 @@ class BindingModule(L.LightningModule):
         if 1 in self._collected:
             split = attrs.evolve(split, reference=self._embedded(self._collected[1]))
         self.test_split = split
-        if getattr(self, "embed_only", False):
+        if self.embed_only:
             return
         self.test_metrics = metrics = self.evaluate(split)
         for key, value in metrics.items():
