@@ -160,3 +160,11 @@ def test_the_bundled_minilm_pools_as_sentence_transformers_does():
         pooled = pool_tokens(encoder.tower(**batch).last_hidden_state, batch["attention_mask"], "mean")
     reference = SentenceTransformer(str(minilm.get_model_path()), device="cpu").encode(texts, convert_to_tensor=True, normalize_embeddings=True)
     assert torch.allclose(torch.nn.functional.normalize(pooled, dim=-1), reference, atol=1e-5)
+
+
+def test_a_trained_tower_trains_every_weight_but_its_unused_pooler(bert_dir):
+    encoder = build(bert_dir)
+    frozen = {name for name, p in encoder.named_parameters() if not p.requires_grad}
+    assert frozen == {"tower.pooler.dense.weight", "tower.pooler.dense.bias"}
+    encoder(encoder.collate([encoder.preprocess("a dog")])).sum().backward()
+    assert all(p.grad is not None for p in encoder.parameters() if p.requires_grad)  # DDP needs no unused ones

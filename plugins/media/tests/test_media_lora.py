@@ -1,0 +1,117 @@
+"""Fine-tuning a transformers tower (hf_text on a tiny BERT loaded from a directory): LoRA trains only its adapters
+and the head, frozen weights get no gradient, the adapters survive a state_dict round trip into an encoder built
+without pretrained weights (what checkpoint, resume and load rely on), and unfreeze_last trains only the last layer."""
+
+import mmcore
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers", reason='pip install "mmcore-media[text]"')
+pytest.importorskip("peft", reason='pip install "mmcore-media[lora]"')
+
+from mmcore_media.text import HfTextConfig, build_hf_text  # noqa: E402
+from mmcore_media.tuning import LoraSettings, count_trainable  # noqa: E402
+
+WORDS = "[PAD] [UNK] [CLS] [SEP] [MASK] a dog cat barking the photo of sings loud ##ly bird".split()
+TEXTS = ["a dog barking", "the cat", "a bird sings loudly"]
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    """A random 2-layer, 16-wide BERT and its tokenizer, saved as a transformers model directory."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    directory = tmp_path_factory.mktemp("bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(directory)
+    BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(directory)
+    return str(directory)
+
+
+def build(model, pretrained=True, **settings):
+    context = mmcore.EncoderContext("text", mmcore.InputSpec.raw("text"), 8, pretrained=pretrained)
+    return build_hf_text(HfTextConfig(model=model, **settings), context)
+
+
+def batch(encoder, texts=TEXTS):
+    return encoder.collate([encoder.preprocess(t) for t in texts])
+
+
+def backward_once(encoder):
+    encoder.train()
+    encoder(batch(encoder)).square().sum().backward()
+
+
+def test_lora_trains_only_the_adapters_and_the_head(bert_dir):
+    encoder = build(bert_dir, tower="lora", lora=LoraSettings(r=4, alpha=8))
+    trainable = {name: p for name, p in encoder.named_parameters() if p.requires_grad}
+    adapters = {name: p for name, p in trainable.items() if "lora_A" in name or "lora_B" in name}
+    head = {name: p for name, p in trainable.items() if name.startswith("head.")}
+    assert set(trainable) == set(adapters) | set(head)
+    # peft's default for BERT adapts query and value of each of the 2 layers: A [4, 16] and B [16, 4] each
+    assert len(adapters) == 2 * 2 * 2 and all(p.numel() == 4 * 16 for p in adapters.values())
+    assert {name.split(".")[-4] for name in adapters} == {"query", "value"}
+    assert count_trainable(encoder)[0] == sum(p.numel() for p in adapters.values()) + (16 * 8 + 8)
+
+
+def test_frozen_tower_weights_get_no_gradient_and_adapters_do(bert_dir):
+    encoder = build(bert_dir, tower="lora", lora=LoraSettings(r=4, alpha=8))
+    backward_once(encoder)
+    for name, p in encoder.named_parameters():
+        if p.requires_grad:
+            continue
+        assert p.grad is None, name
+    lora_b = [p for name, p in encoder.named_parameters() if "lora_B" in name]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)  # B starts at 0, so A's grad is 0
+
+    frozen = build(bert_dir, tower="frozen")
+    backward_once(frozen)
+    assert all(p.grad is None for p in frozen.tower.parameters())
+    assert all(p.grad is not None for p in frozen.head.parameters())
+
+
+def test_adapters_survive_a_state_dict_round_trip_into_an_unpretrained_build(bert_dir):
+    trained = build(bert_dir, tower="lora", lora=LoraSettings(r=4, alpha=8))
+    optimizer = torch.optim.SGD([p for p in trained.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):  # a couple of steps, so the adapters are no longer the identity
+        optimizer.zero_grad()
+        backward_once(trained)
+        optimizer.step()
+    assert any(p.abs().sum() > 0 for name, p in trained.named_parameters() if "lora_B" in name)
+
+    restored = build(bert_dir, pretrained=False, tower="lora", lora=LoraSettings(r=4, alpha=8))
+    with torch.no_grad():
+        before = restored.eval()(batch(restored))
+    restored.load_state_dict(trained.state_dict())  # strict: the same keys, adapters included
+    with torch.no_grad():
+        expected, got = trained.eval()(batch(trained)), restored(batch(restored))
+    assert torch.equal(expected, got)
+    assert not torch.allclose(before, got)  # the random, unpretrained weights were really replaced
+    plain = build(bert_dir).eval()  # the pretrained tower without the trained adapters differs
+    with torch.no_grad():
+        assert not torch.allclose(plain(batch(plain)), got)
+
+
+def test_unfreeze_last_trains_only_the_last_layer(bert_dir):
+    encoder = build(bert_dir, tower="frozen", unfreeze_last=1)
+    trainable = {name for name, p in encoder.named_parameters() if p.requires_grad}
+    assert trainable == {f"tower.encoder.layer.1.{n}" for n, _ in encoder.tower.encoder.layer[1].named_parameters()} \
+        | {"head.0.weight", "head.0.bias"}
+    backward_once(encoder)
+    assert all(p.grad is None for p in encoder.tower.encoder.layer[0].parameters())
+    assert all(p.grad is not None for p in encoder.tower.encoder.layer[1].parameters())
+
+
+def test_lora_without_peft_names_the_pip_command(bert_dir, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(mmcore.ConfigError, match=r'pip install "mmcore-media\[lora\]"'):
+        build(bert_dir, tower="lora")
+
+
+def test_lora_on_a_module_name_the_tower_lacks_is_a_config_error(bert_dir):
+    with pytest.raises(mmcore.ConfigError) as info:
+        build(bert_dir, tower="lora", lora=LoraSettings(target_modules=["qkv"]))
+    assert info.value.field == "lora.target_modules"
