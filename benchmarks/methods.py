@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- methods:start -->", "<!-- methods:end -->"
 
-EVALUATORS = 'evaluators=[{name="retrieval"},{name="zero_shot"},{name="knn"},{name="modality_gap"}]'
+EVALUATORS = 'evaluators=[{name="retrieval"},{name="prototypes"},{name="knn"},{name="modality_gap"}]'
 FIXED_IMAGE = ["anchor.name=imagebind", "anchor.anchor=image"]
 
 def without(anchor: str):
@@ -74,8 +74,8 @@ COLUMNS = [
     ("R@1 claim pairs", "claim/R@1"),
     ("R@1 trained", "retrieval/trained/R@1"),
     ("R@1 emergent", "retrieval/emergent/R@1"),
-    ("zero-shot trained", "zero_shot/trained/acc"),
-    ("zero-shot emergent", "zero_shot/emergent/acc"),
+    ("prototypes trained", "prototypes/trained/acc"),
+    ("prototypes emergent", "prototypes/emergent/acc"),
     ("kNN", "knn/mean/acc"),
     ("gap", "modality_gap/all/gap"),
 ]

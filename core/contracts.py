@@ -58,6 +58,10 @@ class ConfigError(ValueError):
         self.field = field
 
 
+MEDIA_KINDS = ("", "image", "audio", "text")
+"""Values of :attr:`InputSpec.media` (``""``: a tensor input, described by shape and dtype)."""
+
+
 def _as_shape(value) -> tuple:
     if isinstance(value, int):
         return (value,)
@@ -72,6 +76,10 @@ class InputSpec:
             for an image; ``None`` marks a dimension of variable size (padded by the encoder's ``collate``)
     dtype:  torch dtype name of the tensor (``"float32"``, ``"int64"``, ...)
     fields: for a dict input, name -> :class:`InputSpec` of each entry (``shape``/``dtype`` then unused)
+    media:  ``"image"``, ``"audio"`` or ``"text"`` for raw media (``InputSpec.raw("image")``): the dataset
+            yields one raw item per sample (a decoded image, a ``(waveform, rate)`` pair, a string, or a file
+            path; ``None`` where absent), and the encoder's ``preprocess(raw, train=)`` turns it into tensors
+            in the DataLoader workers (``shape``/``dtype``/``fields`` then unused: the encoder decides them)
 
     Datasets declare one per modality (``DatasetSplits.inputs``); the run directory records them, so a trained
     run rebuilds its encoders without its training data. ``InputSpec.vector(24)`` is the flat default.
@@ -80,15 +88,22 @@ class InputSpec:
     shape: tuple = attrs.field(default=(), converter=_as_shape)
     dtype: str = "float32"
     fields: dict = attrs.field(factory=dict)
+    media: str = attrs.field(default="", validator=attrs.validators.in_(MEDIA_KINDS))
 
     @classmethod
     def vector(cls, dim: int) -> "InputSpec":
         """A flat float feature vector ``[dim]``."""
         return cls((dim,))
 
+    @classmethod
+    def raw(cls, kind: str) -> "InputSpec":
+        """Raw media of ``kind`` (``"image"``, ``"audio"``, ``"text"``), preprocessed by the encoder."""
+        return cls(media=kind)
+
     @property
     def is_vector(self) -> bool:
-        return not self.fields and len(self.shape) == 1 and self.shape[0] is not None and self.dtype == "float32"
+        return (not self.fields and not self.media and len(self.shape) == 1 and self.shape[0] is not None
+                and self.dtype == "float32")
 
     @property
     def dim(self) -> int:
@@ -98,18 +113,24 @@ class InputSpec:
         return self.shape[0]
 
     def describe(self) -> str:
+        if self.media:
+            return f"raw {self.media}"
         if self.fields:
             return "{" + ", ".join(f"{k}: {v.describe()}" for k, v in self.fields.items()) + "}"
         dims = ", ".join("*" if d is None else str(d) for d in self.shape)
         return f"{self.dtype}[{dims}]"
 
     def to_dict(self) -> dict:
+        if self.media:
+            return {"media": self.media}
         if self.fields:
             return {"fields": {k: v.to_dict() for k, v in self.fields.items()}}
         return {"shape": [d for d in self.shape], "dtype": self.dtype}
 
     @classmethod
     def from_dict(cls, data: dict) -> "InputSpec":
+        if "media" in data:
+            return cls(media=data["media"])
         if "fields" in data:
             return cls(fields={k: cls.from_dict(v) for k, v in data["fields"].items()})
         return cls(tuple(data["shape"]), data.get("dtype", "float32"))
@@ -119,6 +140,8 @@ class InputSpec:
         example input of an export trace."""
         import torch
 
+        if self.media:
+            raise ValueError(f"raw {self.media} input has no tensor example; its encoder's preprocess makes one")
         if self.fields:
             return {k: v.example(rows, length) for k, v in self.fields.items()}
         shape = [rows, *(length if d is None else d for d in self.shape)]
@@ -208,6 +231,9 @@ class EncoderContext:
     modality: str
     input: InputSpec = attrs.field(converter=input_spec)
     embed_dim: int = 0
+    pretrained: bool = True
+    """False when the weights will be restored from a checkpoint right after the build (``mmcore.load``,
+    ``mmcore eval``): build the architecture only, without downloading or reading pretrained weights."""
 
     @property
     def input_dim(self) -> int:
@@ -242,10 +268,12 @@ class LossContext:
 
 @attrs.frozen
 class EvaluatorContext:
-    """Given to an evaluator's build: the recipe's modalities (recipe order) and the embedding width."""
+    """Given to an evaluator's build: the recipe's modalities (recipe order), the embedding width, and each
+    modality's :class:`InputSpec` (e.g. to find the raw-text modality that embeds class prompts)."""
 
     modalities: tuple = ()
     embed_dim: int = 0
+    inputs: dict = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -272,6 +300,12 @@ class DatasetSplits:
     inputs:           modality -> :class:`InputSpec` (an ``int`` means a flat vector of that width)
     observed_pairs:   unordered pairs (frozensets) that co-occur in training samples
     class_names:      optional names, index = label
+    prompts:          optional prompt templates with one ``{}`` for the class name (``"a photo of a {}"``),
+                      for zero-shot classification from text (the ``zero_shot`` evaluator)
+
+    Items of raw-media modalities (``InputSpec.raw``) hold ``None`` where absent. An item may also carry
+    ``"skipped": n``, the number of its media cells the dataset dropped as undecodable (marked absent), which
+    the core sums into ``train/skipped_samples``.
     """
 
     train: Any
@@ -280,6 +314,7 @@ class DatasetSplits:
     inputs: dict = attrs.field(converter=_input_specs)
     observed_pairs: frozenset = frozenset()
     class_names: tuple = ()
+    prompts: tuple = attrs.field(default=(), converter=tuple)
 
     @property
     def input_dims(self) -> dict:
@@ -297,6 +332,9 @@ class EmbeddedSplit:
     reference:      the same structure for (a subset of) the training split, for prototypes and kNN, or None
     trained_pairs:  unordered pairs the anchor strategy aligned directly; every other pair is *emergent*
     class_names:    optional names, index = label
+    prompts:        the dataset's prompt templates (``"a photo of a {}"``), for zero-shot from text
+    encode:         ``encode(modality, items) -> [n, d]`` normalised float32 numpy: raw items (e.g. prompt strings)
+                    through the trained encoder and its eval preprocessing; None when not available
     """
 
     z: dict
@@ -305,6 +343,8 @@ class EmbeddedSplit:
     reference: Any = None
     trained_pairs: frozenset = frozenset()
     class_names: tuple = ()
+    prompts: tuple = ()
+    encode: Any = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def modalities(self) -> list:

@@ -22,7 +22,7 @@ TINY = {
     "encoders": {m: {"name": "mlp", "hidden": [64]} for m in ("image", "text", "audio")},
     "anchor": {"name": "pairwise"},
     "loss": {"name": "infonce"},
-    "evaluators": [{"name": "retrieval"}, {"name": "zero_shot"}, {"name": "knn"}],
+    "evaluators": [{"name": "retrieval"}, {"name": "prototypes"}, {"name": "knn"}],
     "optimizer": {"lr": 0.003},
     "trainer": {"max_epochs": 4, "batch_size": 128, "log_every_n_steps": 1, "accelerator": "cpu", "devices": 1},
 }

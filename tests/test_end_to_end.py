@@ -27,7 +27,7 @@ def test_run_writes_metrics_checkpoints_events_and_the_resolved_recipe(finished_
     _, run_dir, proc = finished_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("retrieval/text->audio/R@1", "retrieval/emergent/R@1", "retrieval/trained/R@10",
-                "retrieval/image->text/mean_rank", "zero_shot/text->image/acc", "knn/audio/acc"):
+                "retrieval/image->text/mean_rank", "prototypes/text->image/acc", "knn/audio/acc"):
         assert 0.0 <= metrics[key] <= (1.0 if "mean_rank" not in key else 256)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
@@ -48,7 +48,7 @@ def test_tensorboard_has_every_loss_term_temperature_and_metric(finished_run):
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     for tag in ("train/loss", "train/loss/text-image", "train/loss/audio-image", "train/temperature", "train/lr",
-                "val/loss", "test/retrieval/text->audio/R@1", "test/zero_shot/emergent/acc"):
+                "val/loss", "test/retrieval/text->audio/R@1", "test/prototypes/emergent/acc"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
 
 

@@ -13,7 +13,7 @@ from conftest import RECIPES
 KEYS = ["name", "dataset", "encoders", "anchor", "loss", "evaluators", "trainer", "optimizer", "seed", "embed_dim",
         "modality", "hidden", "frozen", "temperature", "max_epochs", "batch_size", "lr", "modalities", "image",
         "text", "audio", "noise", "pairing", "ks", "extends", "output_dir", "precision", "devices"]
-NAMES = ["synthetic", "mlp", "imagebind", "infonce", "retrieval", "zero_shot", "knn", "nope"]
+NAMES = ["synthetic", "mlp", "imagebind", "infonce", "retrieval", "prototypes", "knn", "nope"]
 
 scalars = st.one_of(
     st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),

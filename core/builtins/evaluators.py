@@ -12,7 +12,7 @@ import itertools
 
 import attrs
 
-from ..contracts import Component
+from ..contracts import Component, ConfigError, EvaluatorContext
 from ..hookspecs import hookimpl
 from ..protocols import evaluator
 
@@ -168,14 +168,16 @@ def class_prototypes(z, labels, num_classes: int):
 
 
 @attrs.frozen
-class ZeroShotConfig:
+class PrototypesConfig:
     """No settings: prototypes come from the reference (training) split, or the test split when there is none."""
 
 
-def zero_shot(split, config: ZeroShotConfig = ZeroShotConfig()) -> dict:
-    """Accuracy of classifying modality ``q``'s test samples by the nearest class prototype of modality ``p``.
+def prototypes(split, config: PrototypesConfig = PrototypesConfig()) -> dict:
+    """Accuracy of classifying modality ``q``'s test samples by the nearest class prototype of modality ``p``: the
+    mean embedding of ``p``'s training samples of each class (needs labels, not prompts).
 
-    Metric ``zero_shot/<q>-><p>/acc``; chance is ``1 / num_classes``.
+    Metric ``prototypes/<q>-><p>/acc``; chance is ``1 / num_classes``. (Named ``zero_shot`` before the prompt
+    zero-shot evaluator existed.)
     """
     import numpy as np
 
@@ -193,9 +195,73 @@ def zero_shot(split, config: ZeroShotConfig = ZeroShotConfig()) -> dict:
         predicted = (split.z[q][rows] @ protos.T).argmax(1)
         accuracy = float(np.mean(predicted == split.labels[rows]))
         per_pair[q, p] = {"acc": accuracy}
-        metrics[f"zero_shot/{q}->{p}/acc"] = accuracy
+        metrics[f"prototypes/{q}->{p}/acc"] = accuracy
+    summarise_pairs(metrics, per_pair, "prototypes", split.trained_pairs)
+    return metrics
+
+
+@attrs.frozen
+class ZeroShotConfig:
+    """``text``: the modality whose encoder embeds the prompts (its input must be raw text); ``templates``: prompt
+    templates with one ``{}`` for the class name (empty: the dataset's ``prompts``, else ``"{}"``)."""
+
+    text: str = "text"
+    templates: list[str] = attrs.field(factory=list)
+
+    @templates.validator
+    def _check(self, attribute, value):
+        for index, template in enumerate(value):
+            if template.count("{}") != 1:
+                raise ValueError(f"'templates[{index}]' {template!r} needs exactly one {{}} for the class name")
+
+
+def class_text_embeddings(encode, text: str, class_names, templates):
+    """``[C, d]``: each class's prompts (every template filled with its name) embedded and averaged, re-normalised
+    (CLIP's prompt ensembling)."""
+    templates = list(templates) or ["{}"]
+    prompts = [template.format(name) for name in class_names for template in templates]
+    z = encode(text, prompts).reshape(len(class_names), len(templates), -1).mean(1)
+    return unit_rows(z)
+
+
+def zero_shot(split, config: ZeroShotConfig = ZeroShotConfig()) -> dict:
+    """Zero-shot classification from text, as CLIP and ImageBind evaluate it: every test sample of each other
+    modality ``m`` takes the class whose mean prompt embedding (see :func:`class_text_embeddings`) is nearest.
+
+    Metric ``zero_shot/<m>/acc`` (chance ``1 / num_classes``), and its means over the modalities trained with the
+    text modality and over the emergent ones (``zero_shot/trained/acc``, ``zero_shot/emergent/acc``).
+    Needs labels, class names and ``split.encode``; returns nothing without them.
+    """
+    import numpy as np
+
+    if split.labels is None or not split.class_names or split.encode is None:
+        return {}
+    classes = class_text_embeddings(split.encode, config.text, split.class_names, config.templates or split.prompts)
+    metrics, per_pair = {}, {}
+    for m in split.modalities:
+        rows = split.present[m]
+        if m == config.text or not rows.any():
+            continue
+        predicted = (split.z[m][rows] @ classes.T).argmax(1)
+        accuracy = float(np.mean(predicted == split.labels[rows]))
+        metrics[f"zero_shot/{m}/acc"] = accuracy
+        per_pair[m, config.text] = {"acc": accuracy}
     summarise_pairs(metrics, per_pair, "zero_shot", split.trained_pairs)
     return metrics
+
+
+def build_zero_shot(config: ZeroShotConfig, context: EvaluatorContext):
+    """The prompt zero-shot evaluator; ConfigError unless ``text`` is a raw-text modality of the recipe."""
+    spec = context.inputs.get(config.text)
+    if context.inputs and (spec is None or spec.media != "text"):
+        raw_text = [m for m, s in context.inputs.items() if s.media == "text"]
+        found = (f"the raw-text modality is {', '.join(raw_text)}: set text = \"{raw_text[0]}\"" if raw_text else
+                 "no modality of this recipe is raw text (InputSpec.raw(\"text\"))")
+        what = "is not in the recipe" if spec is None else f"takes {spec.describe()} input"
+        raise ConfigError("text", f"zero_shot embeds class prompts with the {config.text!r} encoder, which {what}; "
+                                  f"{found}. For the nearest class prototype of the training split (the evaluator "
+                                  "called zero_shot before), use name = \"prototypes\"")
+    return evaluator(lambda split: zero_shot(split, config), ("zero_shot/trained/acc", "zero_shot/emergent/acc"))
 
 
 @attrs.frozen
@@ -244,9 +310,11 @@ def mmcore_evaluators():
     return [
         Component("retrieval", RetrievalConfig, _evaluator(retrieval, _retrieval_summary),
                   "Recall@K and mean rank, every modality pair"),
-        Component("zero_shot", ZeroShotConfig,
-                  _evaluator(zero_shot, lambda c: ("zero_shot/trained/acc", "zero_shot/emergent/acc")),
-                  "nearest class prototype of another modality"),
+        Component("prototypes", PrototypesConfig,
+                  _evaluator(prototypes, lambda c: ("prototypes/trained/acc", "prototypes/emergent/acc")),
+                  "nearest class prototype (training-split mean) of another modality"),
+        Component("zero_shot", ZeroShotConfig, build_zero_shot,
+                  "zero-shot classification from text prompts (CLIP/ImageBind style)"),
         Component("knn", KNNConfig, _evaluator(knn, lambda c: ("knn/mean/acc",)),
                   "per-modality kNN accuracy against the training split"),
     ]

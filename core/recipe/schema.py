@@ -31,9 +31,13 @@ class ComponentSection:
 
 @attrs.frozen
 class EncoderSection(ComponentSection):
-    """An encoder section; ``frozen = true`` keeps the encoder's weights fixed (e.g. a pretrained anchor)."""
+    """An encoder section. Core settings of every encoder: ``frozen = true`` keeps all its weights fixed (a
+    pretrained anchor); ``lr`` and ``weight_decay`` give it its own optimizer settings (a pretrained tower wants a
+    lower learning rate than new heads); None means the ``[optimizer]`` value."""
 
     frozen: bool = False
+    lr: float | None = None
+    weight_decay: float | None = None
 
 
 @attrs.frozen
@@ -76,7 +80,7 @@ def _default_loss() -> dict:
 
 
 def _default_evaluators() -> list:
-    return [{"name": "retrieval"}, {"name": "zero_shot"}, {"name": "knn"}]
+    return [{"name": "retrieval"}, {"name": "prototypes"}, {"name": "knn"}]
 
 
 @attrs.frozen

@@ -187,11 +187,31 @@ class _Structurer:
         core_values = {}
         for key, (type_, default) in (core or {}).items():
             value = data.pop(key, default)
-            if not isinstance(value, type_):
-                self.problems.append(f"{path}.{key}: expected {type_.__name__}, got {value!r}")
+            wrong_bool = isinstance(value, bool) and bool not in (type_ if isinstance(type_, tuple) else (type_,))
+            if not isinstance(value, type_) or wrong_bool:
+                expected = "a number" if isinstance(type_, tuple) else type_.__name__
+                self.problems.append(f"{path}.{key}: expected {expected}, got {value!r}")
             core_values[key] = value
         config = self.attrs_class(data, component.config, path, ("name", *(core or {})))
         return None if config is None else (name, config, core_values)
+
+
+ENCODER_CORE_KEYS = {"frozen": (bool, False), "lr": ((int, float, type(None)), None),
+                     "weight_decay": ((int, float, type(None)), None)}
+"""Keys of an ``[encoders.<m>]`` section the core reads itself (the rest is the encoder's config)."""
+
+
+def _encoder_core(values: dict, modality: str, s) -> dict:
+    out = dict(values)
+    for key, low in (("lr", 0.0), ("weight_decay", -1e-300)):
+        value = out[key]
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            out[key] = None  # absent, or already reported as the wrong type
+            continue
+        if not value > low:  # also rejects nan
+            s.problems.append(f"encoders.{modality}.{key}: must be {'> 0' if key == 'lr' else '>= 0'}, got {value}")
+        out[key] = float(value)
+    return out
 
 
 def _leaves(exc: BaseException):
@@ -221,8 +241,8 @@ def structure_recipe(raw: dict, registry: Registry, source: str = "") -> Recipe:
         s.problems.append("encoders: required section missing ([encoders.<modality>] with a `name`, one per modality)")
     else:
         for modality, section in raw_encoders.items():
-            made = s.component(section, "encoders", f"encoders.{modality}", {"frozen": (bool, False)})
-            encoders[modality] = made and EncoderSection(made[0], made[1], made[2]["frozen"])
+            made = s.component(section, "encoders", f"encoders.{modality}", ENCODER_CORE_KEYS)
+            encoders[modality] = made and EncoderSection(made[0], made[1], **_encoder_core(made[2], modality, s))
 
     evaluators = []
     raw_evaluators = raw.pop("evaluators", _default_evaluators())

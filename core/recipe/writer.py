@@ -20,6 +20,9 @@ def recipe_to_dict(recipe: Recipe) -> dict:
         out = {"name": sec.name}
         if isinstance(sec, EncoderSection):
             out["frozen"] = sec.frozen
+            for key in ("lr", "weight_decay"):
+                if getattr(sec, key) is not None:
+                    out[key] = getattr(sec, key)
         out.update(converter.unstructure(sec.config))
         return out
 

@@ -109,6 +109,7 @@ def model_record(module) -> dict:
         "observed_pairs": sorted(sorted(p) for p in module.observed_pairs),
         "trained_pairs": sorted(sorted(p) for p in module.trained_pairs),
         "class_names": list(module.class_names),
+        "prompts": list(module.prompts),
         "summary_metrics": list(module.summary_metrics),
     }
 

@@ -73,6 +73,8 @@ class TrainedModel:
         if modality not in self.module.encoders:
             raise KeyError(f"no encoder for modality {modality!r}; this run has: {', '.join(self.modalities)}")
         spec = self.module.inputs.get(modality, InputSpec())
+        if spec.media:
+            return self._encode_raw(modality, list(inputs), min(batch_size, self.recipe.trainer.batch_size), progress)
         check_input(modality, spec, inputs)
         encoder = self.module.encoders[modality]
         total = len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
@@ -85,6 +87,18 @@ class TrainedModel:
             out[index] = z.float().cpu().numpy()
             if progress:
                 progress(index.stop, total)
+        return out
+
+    def _encode_raw(self, modality: str, items: list, batch_size: int, progress) -> np.ndarray:
+        """Raw media (paths, images, waveforms, strings) through the encoder's eval preprocessing -- exactly what
+        evaluation during training applied -- then its collate and forward."""
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            z = self.module.encode_raw(modality, chunk)
+            out[start:start + len(chunk)] = z.float().cpu().numpy()
+            if progress:
+                progress(start + len(chunk), len(items))
         return out
 
     def data(self, overrides: list = ()) -> BindingData:
@@ -141,7 +155,7 @@ def _read_model_record(run_dir: Path):
         record = json.loads(path.read_text())
         inputs = {m: InputSpec.from_dict(v) for m, v in record["inputs"].items()}
         observed = frozenset(frozenset(p) for p in record["observed_pairs"])
-        return inputs, observed, tuple(record.get("class_names", ()))
+        return inputs, observed, tuple(record.get("class_names", ())), tuple(record.get("prompts", ()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunLoadError(f"{path} is damaged: {type(exc).__name__}: {exc}") from exc
 
@@ -160,8 +174,9 @@ def load(run_dir: str | Path, checkpoint: str = "last.ckpt", device: str | None 
         record = _read_model_record(run_dir)
         if record is None:
             splits = build_dataset(recipe)
-            record = (splits.inputs, splits.observed_pairs, splits.class_names)
-        module = build_model(recipe, *record)
+            record = (splits.inputs, splits.observed_pairs, splits.class_names, splits.prompts)
+        inputs, observed, class_names, prompts = record
+        module = build_model(recipe, inputs, observed, class_names, prompts=prompts, pretrained=False)
     except (RecipeError, UnknownComponentError) as exc:
         raise RunLoadError(f"cannot rebuild {run_dir}: {exc}{_missing_plugin_hint(run_dir, str(exc))}") from exc
     try:

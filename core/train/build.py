@@ -52,24 +52,33 @@ def build_dataset(recipe: Recipe, registry: Registry | None = None):
 
 
 def build_model(recipe: Recipe, inputs: dict, observed_pairs: frozenset, class_names: tuple = (),
-                registry: Registry | None = None) -> BindingModule:
+                registry: Registry | None = None, prompts: tuple = (), pretrained: bool = True) -> BindingModule:
     """Encoders, loss, anchor strategy and evaluators of a recipe, from the input specs (modality ->
-    :class:`mmcore.InputSpec`) and the observed pairs alone: no dataset is needed."""
+    :class:`mmcore.InputSpec`) and the observed pairs alone: no dataset is needed.
+
+    ``pretrained = False`` when the weights come from a checkpoint next (encoders then skip reading pretrained
+    weights); ``prompts``: the dataset's zero-shot prompt templates."""
     registry = registry or get_registry()
     modalities = recipe.modalities
     observed = frozenset(p for p in observed_pairs if p <= set(modalities))
     encoders = {
         m: build_component(registry, "encoders", section.name, section.config,
-                           EncoderContext(m, input_spec(inputs[m]), recipe.embed_dim), f"encoders.{m}")
+                           EncoderContext(m, input_spec(inputs[m]), recipe.embed_dim, pretrained), f"encoders.{m}")
         for m, section in recipe.encoders.items()
     }
+    problems = [f"encoders.{m}: {_owner(registry, 'encoders', recipe.encoders[m].name)} has no preprocess(raw, "
+                f"train=) method, so it cannot take the dataset's raw {input_spec(inputs[m]).media} inputs; use an "
+                "encoder for raw media" for m, encoder in encoders.items()
+                if input_spec(inputs[m]).media and not callable(getattr(encoder, "preprocess", None))]
+    if problems:
+        raise RecipeError(problems)
     loss = build_component(registry, "losses", recipe.loss.name, recipe.loss.config, LossContext(recipe.embed_dim),
                            "loss")
-    evaluator_context = EvaluatorContext(modalities, recipe.embed_dim)
+    evaluator_context = EvaluatorContext(modalities, recipe.embed_dim, {m: input_spec(inputs[m]) for m in modalities})
     evaluators = [build_component(registry, "evaluators", e.name, e.config, evaluator_context, f"evaluators[{i}]")
                   for i, e in enumerate(recipe.evaluators)]
     module = BindingModule(recipe, encoders, loss, evaluators, observed, tuple(class_names),
-                           {m: input_spec(inputs[m]) for m in modalities})
+                           {m: input_spec(inputs[m]) for m in modalities}, tuple(prompts))
     anchor_context = AnchorContext(modalities, observed, recipe.embed_dim, functools.partial(term_loss, module.loss))
     module.strategy = build_component(registry, "anchor_strategies", recipe.anchor.name, recipe.anchor.config,
                                       anchor_context, "anchor")
@@ -83,7 +92,8 @@ def assemble(recipe: Recipe, registry: Registry | None = None) -> tuple[BindingM
     registry = registry or get_registry()
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     splits = build_dataset(recipe, registry)
-    module = build_model(recipe, splits.inputs, splits.observed_pairs, splits.class_names, registry)
+    module = build_model(recipe, splits.inputs, splits.observed_pairs, splits.class_names, registry,
+                         splits.prompts)
     data = BindingData(splits, recipe.trainer.batch_size, recipe.trainer.num_workers, recipe.seed,
                        module.collators())
     probe(module, data, recipe, registry)

@@ -72,24 +72,66 @@ def _already_collated(batch: dict) -> dict:
     return batch
 
 
+def accepts_train(preprocess) -> bool:
+    """Whether an encoder's ``preprocess`` takes the ``train=`` keyword (older ones take the raw value only)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(preprocess).parameters
+    except (TypeError, ValueError):
+        return False
+    return "train" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def _zeros_like(value):
+    if isinstance(value, dict):
+        return {k: _zeros_like(v) for k, v in value.items()}
+    return torch.zeros_like(value)
+
+
 class ModalityCollate:
     """Collate items per modality: ``preprocess`` each item's input and ``collate`` the list, for the modalities
-    whose encoder provides them; torch's default collate for everything else."""
+    whose encoder provides them; torch's default collate for everything else.
 
-    def __init__(self, collators: dict):
+    ``train`` is passed to a ``preprocess(raw, train=)`` that takes it (augment in training, the deterministic
+    transform otherwise). For raw-media modalities (``raw``), only present items are preprocessed: absent rows
+    get zeros shaped like a present row, and a batch where no row has the modality gets ``None`` for it (its
+    encoder is not run). Items' ``"skipped"`` counts are summed into the batch's ``"skipped"``.
+    """
+
+    def __init__(self, collators: dict, train: bool = False, raw: frozenset = frozenset()):
         self.collators = collators  # modality -> (preprocess | None, collate | None)
+        self.train = train
+        self.raw = frozenset(raw)
+        self._with_train = {m: c[0] is not None and accepts_train(c[0]) for m, c in collators.items()}
+
+    def _preprocess(self, modality: str, value):
+        preprocess = self.collators[modality][0]
+        return preprocess(value, train=self.train) if self._with_train[modality] else preprocess(value)
 
     def __call__(self, items: list) -> dict:
         out = {"inputs": {}, "present": default_collate([item["present"] for item in items])}
         for m in items[0]["inputs"]:
             preprocess, collate = self.collators.get(m, (None, None))
             values = [item["inputs"][m] for item in items]
-            if preprocess is not None:
-                values = [preprocess(v) for v in values]
+            if m in self.raw:
+                present = [bool(item["present"][m]) for item in items]
+                values = [self._preprocess(m, v) if p else None for v, p in zip(values, present)]
+                filler = next((v for v in values if v is not None), None)
+                if filler is None:
+                    out["inputs"][m] = None
+                    continue
+                filler = _zeros_like(filler)
+                values = [filler if v is None else v for v in values]
+            elif preprocess is not None:
+                values = [self._preprocess(m, v) for v in values]
             out["inputs"][m] = (collate or default_collate)(values)
         for key in ("id", "label"):
             if key in items[0]:
                 out[key] = default_collate([item[key] for item in items])
+        skipped = sum(int(item.get("skipped", 0)) for item in items)
+        if skipped:
+            out["skipped"] = skipped
         return out
 
 
@@ -106,10 +148,15 @@ class BindingData(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.collators = {m: c for m, c in (collators or {}).items() if any(c)}
+        self.raw = frozenset(m for m, spec in splits.inputs.items() if getattr(spec, "media", ""))
         self.test_split = "test"
 
-    def loader(self, dataset, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
-        """A DataLoader in the batch contract over any split."""
+    def collate(self, train: bool = False) -> ModalityCollate:
+        """The per-item collate of this data (``train``: the encoders' training-time preprocessing)."""
+        return ModalityCollate(self.collators, train=train, raw=self.raw)
+
+    def loader(self, dataset, shuffle: bool = False, drop_last: bool = False, train: bool = False) -> DataLoader:
+        """A DataLoader in the batch contract over any split (``train``: augmenting preprocessing)."""
         size = min(self.batch_size, len(dataset))
         sampler = EpochShuffle(len(dataset), self.seed) if shuffle else None
         common = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
@@ -118,13 +165,13 @@ class BindingData(L.LightningDataModule):
             return DataLoader(_Batches(dataset), batch_size=size, sampler=sampler, drop_last=drop_last,
                               collate_fn=_already_collated, **common)
         return DataLoader(dataset, batch_size=size, sampler=sampler, drop_last=drop_last,
-                          collate_fn=ModalityCollate(self.collators), **common)
+                          collate_fn=self.collate(train), **common)
 
     def fetch(self, dataset, indices: list) -> dict:
-        """One collated batch of ``indices``, exactly as the loaders would collate it."""
+        """One collated batch of ``indices``, exactly as the evaluation loaders would collate it."""
         if _batched(dataset) and not self.collators:
             return _Batches(dataset).__getitems__(indices)
-        return ModalityCollate(self.collators)([dataset[i] for i in indices])
+        return self.collate()([dataset[i] for i in indices])
 
     def on_before_batch_transfer(self, data, dataloader_idx: int):
         """On the host, before the batch is copied to the device: the present rows of each modality, so that
@@ -137,7 +184,7 @@ class BindingData(L.LightningDataModule):
 
     def train_dataloader(self):
         # drop_last keeps every rank's batch the same shape, which the cross-rank gather needs
-        return self.loader(self.splits.train, shuffle=True, drop_last=True)
+        return self.loader(self.splits.train, shuffle=True, drop_last=True, train=True)
 
     def val_dataloader(self):
         return self.loader(self.splits.val, shuffle=False)

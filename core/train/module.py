@@ -14,7 +14,9 @@ from torch import nn
 
 from ..contracts import Batch, EmbeddedSplit, select_rows
 from ..recipe import Recipe
-from .data import present_index
+from torch.utils.data import default_collate
+
+from .data import accepts_train, present_index
 from .objective import term_loss
 
 
@@ -30,8 +32,9 @@ class BindingModule(L.LightningModule):
     """
 
     def __init__(self, recipe: Recipe, encoders: dict, loss: nn.Module, evaluators: list, observed_pairs: frozenset,
-                 class_names: tuple = (), inputs: dict | None = None):
+                 class_names: tuple = (), inputs: dict | None = None, prompts: tuple = ()):
         super().__init__()
+        self.prompts = tuple(prompts)  # zero-shot prompt templates of the dataset
         self.inputs = dict(inputs or {})  # modality -> InputSpec
         self.recipe = recipe
         self.encoders = nn.ModuleDict(encoders)
@@ -43,6 +46,7 @@ class BindingModule(L.LightningModule):
         self.test_metrics: dict = {}
         self.embed_only = False  # the test loop embeds its split without running the evaluators
         self.skipped_batches = 0
+        self.skipped_samples = 0  # media cells the dataset dropped as undecodable (on_bad_media = "skip")
         self._pending_checks: list = []  # (host flags, CUDA event, term names, step, epoch), oldest first
         self._collected: dict = {}
         for modality, section in recipe.encoders.items():
@@ -63,8 +67,26 @@ class BindingModule(L.LightningModule):
         return None if isinstance(rows, str) else rows
 
     def encode_present(self, modality: str, inputs, index) -> torch.Tensor:
-        """The encoder's raw output ``[k, d]`` on the present rows ``index`` only (None: every row)."""
+        """The encoder's raw output ``[k, d]`` on the present rows ``index`` only (None: every row).
+
+        ``inputs`` is None for a raw-media modality that no row of the batch has: the encoder is not run."""
+        if inputs is None:
+            return torch.zeros((0, self.recipe.embed_dim), device=self.device)
         return self.encoders[modality](inputs if index is None else select_rows(inputs, index))
+
+    @torch.no_grad()
+    def encode_raw(self, modality: str, items: list) -> torch.Tensor:
+        """``[len(items), d]`` normalised embeddings of raw items (paths, images, waveforms, strings) through the
+        encoder's eval preprocessing (``preprocess(raw, train=False)``), its collate and its forward."""
+        encoder = self.encoders[modality]
+        preprocess = getattr(encoder, "preprocess", None)
+        if preprocess is None:
+            raise ValueError(f"{modality}: its encoder takes tensors, not raw items")
+        with_train = accepts_train(preprocess)
+        values = [preprocess(item, train=False) if with_train else preprocess(item) for item in items]
+        batch = (getattr(encoder, "collate", None) or default_collate)(values)
+        batch = {k: v.to(self.device) for k, v in batch.items()} if isinstance(batch, dict) else batch.to(self.device)
+        return F.normalize(encoder(batch).float(), dim=-1)
 
     @staticmethod
     def scatter_present(out: torch.Tensor, size: int, index) -> torch.Tensor:
@@ -163,6 +185,10 @@ class BindingModule(L.LightningModule):
                             "Set trainer.on_nonfinite = \"skip\" to skip such batches instead.")
 
     def training_step(self, data, batch_idx):
+        if data.get("skipped"):
+            self.skipped_samples += int(data["skipped"])  # this rank's count; logged summed over ranks
+            self.log("train/skipped_samples", float(self.skipped_samples), on_step=True, batch_size=1,
+                     reduce_fx="sum", sync_dist=False)
         total = self._step(data, "train")
         if total is None:
             return None
@@ -207,7 +233,19 @@ class BindingModule(L.LightningModule):
             labels=merged(store["labels"])[first] if store["labels"] else None,
             trained_pairs=self.trained_pairs,
             class_names=self.class_names,
+            prompts=self.prompts,
+            encode=self._encode_numpy,
         )
+
+    def _encode_numpy(self, modality: str, items: list) -> np.ndarray:
+        was_training = self.training
+        self.eval()
+        try:
+            size = self.recipe.trainer.batch_size
+            parts = [self.encode_raw(modality, list(items[i:i + size])) for i in range(0, len(items), size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(parts).cpu().numpy().astype(np.float32)
 
     @property
     def trained_pairs(self) -> frozenset:
@@ -239,13 +277,33 @@ class BindingModule(L.LightningModule):
         for key, value in metrics.items():
             self.log(f"test/{key}", value, rank_zero_only=True)
 
+    def parameter_groups(self) -> list:
+        """The optimizer's groups: each encoder with its own ``lr``/``weight_decay`` in groups of its own, the rest
+        at the ``[optimizer]`` settings. Parameters with fewer than 2 dimensions (biases, norms, temperatures)
+        get no weight decay (open_clip's rule). Empty groups are left out; frozen parameters are in none."""
+        settings = self.recipe.optimizer
+        own, groups = set(), []
+
+        def add(params, lr, weight_decay, name):
+            params = [p for p in params if p.requires_grad]
+            for decay, chosen in ((weight_decay, [p for p in params if p.ndim >= 2]),
+                                  (0.0, [p for p in params if p.ndim < 2])):
+                if chosen:
+                    groups.append({"params": chosen, "lr": lr, "weight_decay": decay, "name": name})
+
+        for m, section in self.recipe.encoders.items():
+            if section.lr is None and section.weight_decay is None:
+                continue
+            params = list(self.encoders[m].parameters())
+            own.update(id(p) for p in params)
+            add(params, settings.lr if section.lr is None else section.lr,
+                settings.weight_decay if section.weight_decay is None else section.weight_decay, f"encoders.{m}")
+        add([p for p in self.parameters() if id(p) not in own], settings.lr, settings.weight_decay, "default")
+        return groups
+
     def configure_optimizers(self):
         settings = self.recipe.optimizer
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": settings.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
+        groups = self.parameter_groups()
         if settings.name == "sgd":
             optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9)
         else:

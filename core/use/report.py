@@ -16,7 +16,7 @@ from ..runs.figures import (  # noqa: F401 - the run figures, re-exported for re
 )
 
 
-SUMMARY_KEYS = ("retrieval/trained/R@1", "retrieval/emergent/R@1", "zero_shot/trained/acc", "zero_shot/emergent/acc",
+SUMMARY_KEYS = ("retrieval/trained/R@1", "retrieval/emergent/R@1", "prototypes/trained/acc", "prototypes/emergent/acc",
                 "knn/mean/acc")
 """The summary of a run whose ``model.json`` declares none (runs written before evaluators declared them)."""
 

@@ -57,7 +57,7 @@ def summary(metrics: dict) -> dict:
     return {
         "anchor_R@1": mean([metrics[f"retrieval/{p}/R@1"] for p in ANCHOR_PAIRS]),
         "unpaired_R@1": mean([metrics[f"retrieval/{p}/R@1"] for p in UNPAIRED]),
-        "unpaired_zero_shot": mean([metrics[f"zero_shot/{p}/acc"] for p in UNPAIRED]),
+        "unpaired_zero_shot": mean([metrics[f"prototypes/{p}/acc"] for p in UNPAIRED]),
     }
 
 

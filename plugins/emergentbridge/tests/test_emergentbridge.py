@@ -277,7 +277,7 @@ def test_bad_settings_are_recipe_errors(overrides, message):
 
 
 SMALL = ["dataset.train_size=2000", "dataset.val_size=200", "dataset.test_size=500",
-         "trainer.batch_size=128", 'evaluators=[{name="retrieval"},{name="zero_shot"}]']
+         "trainer.batch_size=128", 'evaluators=[{name="retrieval"},{name="prototypes"}]']
 """recipes/emergentbridge.toml (linear text tower, anchor image, pairs image-text and image-audio) at a test size."""
 SEEDS = (0, 1, 2)
 METHODS = {

@@ -31,3 +31,47 @@ class TokenBag(nn.Module):
         mask = inputs["mask"].float()[..., None]
         pooled = (self.embedding(inputs["ids"]) * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return self.head(pooled)
+
+
+WORDS = ("a", "an", "square", "of", "red", "green", "blue", "yellow", "colour", "photo", "the")
+
+
+def word_ids(text: str, length: int) -> list:
+    """Token ids of a caption's words (0 = padding, 1 = unknown word), cut to ``length``."""
+    return [WORDS.index(w) + 2 if w in WORDS else 1 for w in text.lower().split()][:length]
+
+
+class CharBag(nn.Module):
+    """Raw captions (``str``) -> ``[b, embed_dim]``: ``preprocess`` makes ``{"ids", "mask", "augmented"}``;
+    ``collate`` pads. Raises when ``preprocess`` meets an absent (None) caption, and when the batch's preprocessing
+    mode (``augmented``) differs from the module's (training batches are augmented, evaluation ones never)."""
+
+    def __init__(self, embed_dim: int, length: int = 8):
+        super().__init__()
+        self.length = length
+        self.embedding = nn.Embedding(len(WORDS) + 2, 32)
+        self.head = nn.Linear(32, embed_dim)
+
+    def preprocess(self, raw, train: bool = False):
+        import torch
+
+        if not isinstance(raw, str):
+            raise AssertionError(f"preprocess got {raw!r}: an absent caption reached the encoder")
+        ids = word_ids(raw, self.length)
+        return {"ids": torch.tensor(ids, dtype=torch.long), "augmented": torch.tensor(train)}
+
+    def collate(self, values: list):
+        import torch
+
+        ids = torch.zeros(len(values), self.length, dtype=torch.long)
+        for row, value in enumerate(values):
+            ids[row, :len(value["ids"])] = value["ids"]
+        return {"ids": ids, "mask": ids > 0, "augmented": torch.stack([v["augmented"] for v in values])}
+
+    def forward(self, inputs):
+        if bool((inputs["augmented"] != self.training).any()):
+            raise AssertionError(f"preprocessed with train={not self.training} for a module in "
+                                 f"{'training' if self.training else 'eval'} mode")
+        mask = inputs["mask"].float()[..., None]
+        pooled = (self.embedding(inputs["ids"]) * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return self.head(pooled)

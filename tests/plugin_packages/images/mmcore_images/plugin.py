@@ -77,10 +77,71 @@ def build_token_bag(config, context: mmcore.EncoderContext):
 
 @mmcore.hookimpl
 def mmcore_datasets():
-    return [mmcore.Component("tiny_images", TinyImagesConfig, build_tiny_images)]
+    return [mmcore.Component("tiny_images", TinyImagesConfig, build_tiny_images),
+            mmcore.Component("tiny_captions", TinyCaptionsConfig, build_tiny_captions)]
 
 
 @mmcore.hookimpl
 def mmcore_encoders():
     return [mmcore.Component("tiny_conv", TinyConvConfig, build_tiny_conv),
-            mmcore.Component("token_bag", TokenBagConfig, build_token_bag)]
+            mmcore.Component("token_bag", TokenBagConfig, build_token_bag),
+            mmcore.Component("char_bag", CharBagConfig, build_char_bag)]
+
+
+COLOURS = ("red", "green", "blue", "yellow")
+
+
+class CaptionSplit:
+    """Items ``{"inputs": {"feat": [8] float, "caption": str | None}, ...}``: raw captions beside feature vectors.
+    Every fifth captioned sample has an undecodable caption: it is dropped (absent) and counted as skipped."""
+
+    def __init__(self, size: int, seed: int, caption_fraction: float):
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        self.labels = torch.randint(0, len(COLOURS), (size,), generator=generator)
+        centres = torch.randn(len(COLOURS), 8, generator=torch.Generator().manual_seed(7))
+        self.feat = centres[self.labels] + 0.5 * torch.randn(size, 8, generator=generator)
+        self.has_caption = torch.rand(size, generator=generator) < caption_fraction
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        import torch
+
+        label = int(self.labels[i])
+        caption = f"a {COLOURS[label]} square" if bool(self.has_caption[i]) else None
+        skipped = 0
+        if caption is not None and i % 5 == 0:
+            caption, skipped = None, 1  # stands for a file that failed to decode
+        item = {"inputs": {"feat": self.feat[i], "caption": caption},
+                "present": {"feat": torch.tensor(True), "caption": torch.tensor(caption is not None)},
+                "label": label, "id": i}
+        if skipped:
+            item["skipped"] = skipped
+        return item
+
+
+@attrs.frozen
+class TinyCaptionsConfig:
+    size: int = 240
+    caption_fraction: float = 0.6
+
+
+def build_tiny_captions(config, context: mmcore.DatasetContext):
+    splits = [CaptionSplit(config.size, context.seed * 10 + k, config.caption_fraction) for k in range(3)]
+    return mmcore.DatasetSplits(*splits, {"feat": 8, "caption": mmcore.InputSpec.raw("text")},
+                                frozenset({frozenset(("feat", "caption"))}), COLOURS, prompts=("a {} square",))
+
+
+@attrs.frozen
+class CharBagConfig:
+    length: int = 8
+
+
+def build_char_bag(config, context: mmcore.EncoderContext):
+    from .encoders import CharBag
+
+    return CharBag(context.embed_dim, config.length)
+
