@@ -92,15 +92,17 @@ def _missing_keys_log():
         logger.setLevel(level)
 
 
-def create_tower(model: str, pretrained: str, load_weights: bool, img_size: int = 0, in_chans: int = 3):
-    """``timm.create_model(model, num_classes=0, ...)``; ``img_size`` (0: the model's own) is passed to models
-    that take it (ViT-like: their position embeddings depend on it) and left out for the others (convolutional
-    nets take any size)."""
+def create_tower(model: str, pretrained: str, load_weights: bool, img_size=0, in_chans: int = 3,
+                 size_field: str = "img_size"):
+    """``timm.create_model(model, num_classes=0, ...)``; ``img_size`` (an int, an ``(H, W)`` pair, or 0 for the
+    model's own) is passed to models that take it (ViT-like: their position embeddings depend on it) and left
+    out for the others (convolutional nets take any size); ``in_chans`` other than 3 goes to the stem (timm
+    adapts pretrained RGB stem weights). ``size_field`` names the setting a bad size is reported on."""
     import timm
 
     check_model_name(model)
-    if img_size < 0:
-        raise mmcore.ConfigError("img_size", f"must be > 0 (or 0 for the model's own size), got {img_size}")
+    if any(side < 0 for side in (img_size if isinstance(img_size, tuple) else (img_size,))):
+        raise mmcore.ConfigError(size_field, f"must be > 0 (or 0 for the model's own size), got {img_size}")
     kwargs = dict(num_classes=0, **pretrained_source(pretrained, load_weights))
     if in_chans != 3:
         kwargs["in_chans"] = in_chans
@@ -113,9 +115,9 @@ def create_tower(model: str, pretrained: str, load_weights: bool, img_size: int 
                     raise
                 tower = timm.create_model(model, **kwargs)
         except (RuntimeError, OSError, ValueError, AssertionError) as exc:
-            field = "pretrained" if kwargs["pretrained"] else ("img_size" if img_size else "model")
-            raise mmcore.ConfigError(field, f"timm cannot build {model!r} (pretrained = {pretrained!r}, img_size "
-                                            f"= {img_size}): {type(exc).__name__}: {exc}") from None
+            field = "pretrained" if kwargs["pretrained"] else (size_field if img_size else "model")
+            raise mmcore.ConfigError(field, f"timm cannot build {model!r} (pretrained = {pretrained!r}, "
+                                            f"{size_field} = {img_size}): {type(exc).__name__}: {exc}") from None
     if missing:
         raise mmcore.ConfigError("pretrained", f"{pretrained!r} does not hold the weights of {model!r}: "
                                                f"{missing[0][:300]}")
@@ -132,15 +134,15 @@ def input_size(tower, img_size: int = 0, in_chans: int = 3) -> tuple:
 
 
 @torch.no_grad()
-def feature_width(tower, size: tuple) -> int:
-    """Width of the pooled features for one ``[1, *size]`` input (a dry forward in eval mode); ConfigError when
-    the model cannot take that size."""
+def feature_width(tower, size: tuple, size_field: str = "img_size") -> int:
+    """Width of the pooled features for one ``[1, *size]`` input (a dry forward in eval mode); ConfigError on
+    ``size_field`` when the model cannot take that size."""
     was_training = tower.training
     tower.eval()
     try:
         out = tower(torch.zeros(1, *size))
     except (RuntimeError, ValueError, AssertionError) as exc:
-        raise mmcore.ConfigError("img_size", f"the tower cannot take inputs {list(size)}: {exc}") from None
+        raise mmcore.ConfigError(size_field, f"the tower cannot take inputs {list(size)}: {exc}") from None
     finally:
         tower.train(was_training)
     if out.ndim != 2:
