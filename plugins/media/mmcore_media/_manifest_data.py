@@ -10,7 +10,6 @@ import csv
 import json
 import logging
 import math
-import os
 import re
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def _read_parquet(path: Path):
         raise mmcore.ConfigError("path", f"reading {path} (Parquet) needs pyarrow: {PARQUET_INSTALL}") from None
     try:
         table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
         raise mmcore.ConfigError("path", f"{path}: cannot read the Parquet file ({exc})") from None
     header = list(table.column_names)
     _check_header(path, header)

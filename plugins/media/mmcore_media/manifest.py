@@ -91,8 +91,8 @@ def modality_kinds(config: ManifestConfig, wanted, header) -> dict:
     declared = dict(config.modalities)
     names = list(wanted) or list(declared) or [column for column in header if column in KINDS]
     if not names:
-        raise mmcore.ConfigError("modalities", f"name the modalities and their kinds, e.g. modalities = "
-                                               f"{{ image = \"image\", text = \"text\" }}")
+        raise mmcore.ConfigError("modalities", "name the modalities and their kinds, e.g. modalities = "
+                                               "{ image = \"image\", text = \"text\" }")
     kinds = {}
     for m in names:
         kind = declared.get(m) or (m if m in KINDS else None)

@@ -91,8 +91,7 @@ def test_csv_jsonl_and_parquet_read_the_same_rows(tmp_path):
 
 def test_empty_cells_are_absent_and_give_the_observed_pairs(tmp_path):
     splits = build_manifest(ManifestConfig(str(_write(tmp_path / "m.csv", _media_set(tmp_path)))))
-    pair = lambda a, b: frozenset({a, b})  # noqa: E731
-    assert splits.observed_pairs == {pair("image", "text"), pair("image", "audio")}  # text-audio only in test
+    assert splits.observed_pairs == {frozenset({"image", "text"}), frozenset({"image", "audio"})}  # text-audio only in test
     first, second = splits.train[0], splits.train[1]
     assert first["present"] == {"image": True, "audio": False, "text": True}
     assert first["inputs"]["audio"] is None and first["inputs"]["text"] == "a cat number 0"
@@ -146,8 +145,11 @@ def _labelled(folder, classes=10, per_class=10):
 def test_the_seeded_split_is_deterministic_and_stratified(tmp_path):
     manifest = str(_labelled(tmp_path))
     config = ManifestConfig(manifest, val_fraction=0.1, test_fraction=0.2)
-    ids = lambda s: {n: [s_[i]["id"] for i in range(len(s_))] for n, s_ in  # noqa: E731
-                     (("train", s.train), ("val", s.val), ("test", s.test))}
+
+    def ids(s):
+        return {name: [split[i]["id"] for i in range(len(split))] for name, split in
+                (("train", s.train), ("val", s.val), ("test", s.test))}
+
     a, b = build_manifest(config, mmcore.DatasetContext(3)), build_manifest(config, mmcore.DatasetContext(3))
     other = build_manifest(config, mmcore.DatasetContext(4))
     assert ids(a) == ids(b) and ids(a) != ids(other)
@@ -156,7 +158,7 @@ def test_the_seeded_split_is_deterministic_and_stratified(tmp_path):
         split = getattr(a, name)
         counts = np.bincount([split[i]["label"] for i in range(len(split))], minlength=10)
         assert counts.tolist() == [size] * 10, name
-    assert sorted(sum(ids(a).values(), [])) == list(range(1, 101))  # disjoint, every row once
+    assert sorted(i for split in ids(a).values() for i in split) == list(range(1, 101))  # disjoint, every row once
 
 
 def test_split_column_class_names_and_prompts(tmp_path):
