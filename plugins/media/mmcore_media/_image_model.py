@@ -166,18 +166,21 @@ def tower_blocks(tower) -> list:
     return layers
 
 
-def tune(tower, mode: str, unfreeze_last: int, lora, modality: str):
-    """``tuning.tune_tower`` for a timm tower: its blocks for ``unfreeze_last``; LoRA needs ``target_modules``
-    (peft knows no default for timm models). Returns ``(tower, trainable blocks)``, the blocks that train
-    inside a frozen tower (they stay in train mode, see :class:`TunedTower`)."""
+TIMM_LORA_HINT = "e.g. [\"qkv\"] or [\"qkv\", \"proj\"] for a ViT, [\"conv2\"] for a ResNet"
+
+
+def tune(tower, mode: str, unfreeze_last: int, lora, modality: str, blocks=None, lora_hint: str = TIMM_LORA_HINT):
+    """``tuning.tune_tower`` for a tower whose ``blocks`` (default: :func:`tower_blocks`) are known; LoRA needs
+    ``target_modules`` (peft knows no default for timm or open_clip modules; ``lora_hint`` says which to name).
+    Returns ``(tower, trainable blocks)``, the blocks that train inside a frozen tower (they stay in train mode,
+    see :class:`TunedTower`)."""
     from .tuning import tune_tower
 
     if mode == "lora" and not lora.target_modules:
-        raise mmcore.ConfigError("lora.target_modules", "name the timm modules to adapt, e.g. [\"qkv\"] or "
-                                                        "[\"qkv\", \"proj\"] for a ViT, [\"conv2\"] for a ResNet")
-    blocks = tower_blocks(tower)
+        raise mmcore.ConfigError("lora.target_modules", f"name the modules to adapt, {lora_hint}")
+    blocks = tower_blocks(tower) if blocks is None else blocks
     if mode == "frozen" and unfreeze_last and not blocks:
-        raise mmcore.ConfigError("unfreeze_last", f"the timm model {type(tower).__name__} exposes no blocks, stages "
+        raise mmcore.ConfigError("unfreeze_last", f"the tower {type(tower).__name__} exposes no blocks, stages "
                                                   "or layerN to unfreeze")
     tuned = tune_tower(tower, mode, unfreeze_last, lora, blocks, modality)
     return tuned, (blocks[len(blocks) - unfreeze_last:] if mode == "frozen" and unfreeze_last else [])
