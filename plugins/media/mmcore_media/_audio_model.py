@@ -68,15 +68,22 @@ class LogMel:
     def __init__(self, front: FrontEnd):
         self.front = front
         self.mel, self.to_db, self.masks = front.transforms()
+        self._resamplers: dict = {}  # source rate -> torchaudio.transforms.Resample (its sinc kernel built once)
+
+    def resample(self, wave: torch.Tensor, rate: int) -> torch.Tensor:
+        """``[n]`` at ``rate`` -> at the front end's rate (``torchaudio.transforms.Resample``, cached per rate)."""
+        if rate == self.front.sample_rate:
+            return wave
+        if rate not in self._resamplers:
+            self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.front.sample_rate)
+        return self._resamplers[rate](wave)
 
     @torch.no_grad()
     def __call__(self, raw, train: bool = False) -> torch.Tensor:
         from .decode import read_audio
 
         wave, rate = read_audio(raw)
-        wave = torch.from_numpy(wave).mean(dim=0)  # mono
-        if rate != self.front.sample_rate:
-            wave = torchaudio.functional.resample(wave, rate, self.front.sample_rate)
+        wave = self.resample(torch.from_numpy(wave).mean(dim=0), rate)  # mono, at sample_rate
         wave = fixed_length(wave, self.front.clip_samples, train)
         spec = self.to_db(self.mel(wave[None]))  # [1, n_mels, frames]
         if train:

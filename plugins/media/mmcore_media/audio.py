@@ -13,8 +13,8 @@ scratch by default, then a projection head into the shared space.
 
 How each setting maps onto the libraries:
 
-- waveform: ``decode.read_audio`` (soundfile) -> channel mean (mono) -> ``torchaudio.functional.resample(wave,
-  rate, sample_rate)`` -> ``clip_seconds * sample_rate`` samples (``fixed_length``);
+- waveform: ``decode.read_audio`` (soundfile) -> channel mean (mono) -> ``torchaudio.transforms.Resample(rate,
+  sample_rate)`` (one per source rate, its kernel built once) -> ``clip_seconds * sample_rate`` samples (``fixed_length``);
 - spectrogram: ``torchaudio.transforms.MelSpectrogram(sample_rate, n_fft, hop_length, n_mels, f_min, f_max)``
   then ``AmplitudeToDB("power", top_db)``; SpecAugment: ``FrequencyMasking(freq_mask)`` and
   ``TimeMasking(time_mask)``, masked cells set to the clip's mean level;
