@@ -220,9 +220,16 @@ def cmd_search(args) -> int:
 
     from .use.deploy import search_index
 
+    from .use.deploy import item_names
+
     try:
-        ids, scores = search_index(Path(args.index_dir), _load_model(args.run), args.modality, Path(args.queries),
-                                   args.k, args.batch_size)
+        model = _load_model(args.run)
+        queries = Path(args.queries)
+        spec = model.inputs.get(args.modality)
+        if spec is not None and spec.media == "text" and not queries.exists():
+            queries = [args.queries]  # a typed query: `mmcore search INDEX --run RUN --modality text "a dog barking"`
+        ids, scores = search_index(Path(args.index_dir), model, args.modality, queries, args.k, args.batch_size)
+        names = item_names(Path(args.index_dir))
     except _use_errors() as exc:
         return _error(str(exc))
     if args.out:
@@ -231,7 +238,8 @@ def cmd_search(args) -> int:
         np.savez(args.out, ids=ids, scores=scores)
     else:
         for i, (row_ids, row_scores) in enumerate(zip(ids, scores)):
-            print(f"{i}\t" + "\t".join(f"{j}:{v:.4f}" for j, v in zip(row_ids, row_scores)))
+            found = [names[j] if names is not None and 0 <= j < len(names) else j for j in row_ids]
+            print(f"{i}\t" + "\t".join(f"{j}:{v:.4f}" for j, v in zip(found, row_scores)))
     return 0
 
 
@@ -315,12 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_report)
 
-    def use_command(name: str, help_text: str, input_help: str | None = "INPUT.npy: [rows, input_dim] array"):
+    def use_command(name: str, help_text: str, input_help: str | None = (
+            "INPUT.npy: [rows, *input shape] array (read as a memory map); for raw media: a folder of files, a "
+            "manifest (.csv/.jsonl/.parquet, the modality's column), a .txt of texts (one per line) or one file")):
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `mmcore run`")
         p.add_argument("--modality", required=True, help="which encoder to use")
         if input_help:
-            p.add_argument("input", metavar="INPUT.npy", help=input_help + " (read as a memory map)")
+            p.add_argument("input", metavar="INPUT", help=input_help)
         p.add_argument("--out", required=True)
         p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
         p.add_argument("--batch-size", type=int, default=4096)
@@ -339,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index_dir", metavar="INDEX_DIR")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="the run whose encoder embeds the queries")
     p.add_argument("--modality", required=True, help="modality of the queries")
-    p.add_argument("queries", metavar="QUERY.npy")
+    p.add_argument("queries", metavar="QUERIES", help="QUERY.npy, raw media as for `embed`, or for a raw-text "
+                   'modality the query itself: "a dog barking"')
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--out", help="write ids and scores to an .npz instead of printing them")
     p.add_argument("--overwrite", action="store_true")

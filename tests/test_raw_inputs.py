@@ -90,6 +90,21 @@ print(json.dumps({{"shape": list(z.shape), "same": float(np.abs(z[0] - z[2]).max
     proc = run_cli("eval", run, "--json", env_extra=images_env, check=True)
     assert json.loads(proc.stdout)["zero_shot/feat/acc"] == pytest.approx(metrics["zero_shot/feat/acc"])
 
+    # raw media through the command line: index a text file of captions, search it with a typed query
+    (tmp_path / "captions.txt").write_text("a blue square\n\na red square\na yellow square\n")
+    run_cli("index", run, "--modality", "caption", tmp_path / "captions.txt", "--out", tmp_path / "index",
+            env_extra=images_env, check=True)
+    proc = run_cli("search", tmp_path / "index", "--run", run, "--modality", "caption", "a red square", "-k", "3",
+                   env_extra=images_env, check=True)
+    hits = proc.stdout.strip().split("\t")
+    assert hits[0] == "0" and hits[1].startswith("line 2:") and len(hits) == 4
+    proc = run_cli("embed", run, "--modality", "caption", tmp_path / "nowhere", "--out", tmp_path / "z.npy",
+                   env_extra=images_env)
+    assert proc.returncode == 2 and "nowhere: no such file" in proc.stderr and not (tmp_path / "z.npy").exists()
+    run_cli("export", run, "--out", tmp_path / "exported", env_extra=images_env, check=True)
+    exported = json.loads((tmp_path / "exported" / "manifest.json").read_text())["encoders"]["caption"]
+    assert exported["input"] == {"media": "text"} and "preprocess" in exported["note"]
+
 
 def test_zero_shot_needs_a_raw_text_modality(images_env, tmp_path):
     recipe = tmp_path / "captions.toml"

@@ -49,10 +49,90 @@ def read_array(path: str | Path, spec=None) -> np.ndarray:
     return array
 
 
+MEDIA_SUFFIXES = {
+    "image": (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
+    "audio": (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"),
+    "text": (".txt",),
+}
+"""File name endings read from a folder, per raw-media kind."""
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
+
+
+def _manifest_rows(path: Path) -> list:
+    import csv
+
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ValueError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from exc
+    return pq.read_table(path).to_pylist()
+
+
+def read_raw(path: str | Path, kind: str, modality: str) -> tuple:
+    """Raw items of one media ``kind`` and a name for each: ``(items, names)``, from
+
+    - a folder: every file ending in one of :data:`MEDIA_SUFFIXES` below it, sorted by relative path (for text,
+      each ``.txt`` file is one text);
+    - a manifest (``.csv``, ``.jsonl``, ``.parquet``): the column named ``modality``, rows with an empty cell left
+      out; file paths are relative to the manifest's folder;
+    - a ``.txt`` file, for text: one text per non-empty line;
+    - one media file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES[kind])
+        if not files:
+            raise ValueError(f"{path}: no {kind} files ({', '.join(MEDIA_SUFFIXES[kind])}) in this folder")
+        names = [str(p.relative_to(path)) for p in files]
+        items = [p.read_text(encoding="utf-8").strip() for p in files] if kind == "text" else [str(p) for p in files]
+        return items, names
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.suffix.lower() in MANIFEST_SUFFIXES:
+        rows = _manifest_rows(path)
+        if rows and modality not in rows[0]:
+            raise ValueError(f"{path}: no column {modality!r}; its columns: {', '.join(rows[0])}")
+        items, names = [], []
+        for number, row in enumerate(rows, 1):
+            cell = row.get(modality)
+            if cell is None or (isinstance(cell, str) and not cell.strip()):
+                continue
+            cell = str(cell)
+            items.append(cell if kind == "text" else str(path.parent / cell))
+            names.append(cell if kind != "text" else f"row {number}")
+        if not items:
+            raise ValueError(f"{path}: the column {modality!r} is empty in every row")
+        return items, names
+    if kind == "text" and path.suffix.lower() == ".txt":
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"{path}: no text in this file")
+        return lines, [f"line {i}" for i in range(1, len(lines) + 1)]
+    return [str(path)], [path.name]
+
+
+def read_inputs(model, modality: str, path: str | Path) -> tuple:
+    """What ``path`` holds for ``modality``: ``(inputs, names)``; an array memory map (names None) for tensor
+    inputs, a list of raw items for raw media (see :func:`read_raw`)."""
+    if modality not in model.modalities:
+        raise KeyError(f"no encoder for modality {modality!r}; this run has: {', '.join(model.modalities)}")
+    spec = model.inputs.get(modality)
+    if spec is not None and spec.media:
+        return read_raw(path, spec.media, modality)
+    return read_array(path, spec), None
+
+
 def embed_file(model, modality: str, input_path: Path, out: Path, batch_size: int = 4096,
                overwrite: bool = False) -> np.ndarray:
-    """Embed ``input_path`` with the run's encoder for ``modality`` into ``out`` (``.npy``, ``[N, dim]`` float32)."""
-    inputs = read_array(input_path, model.inputs.get(modality))
+    """Embed ``input_path`` with the run's encoder for ``modality`` into ``out`` (``.npy``, ``[N, dim]`` float32):
+    an array file, or for raw media a folder, manifest, text file or media file (rows in :func:`read_raw`'s
+    order)."""
+    inputs, _ = read_inputs(model, modality, input_path)
     check_output(out, overwrite)
     with atomic_output(out, suffix=".npy") as tmp:
         target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(inputs), model.dim))
@@ -79,7 +159,7 @@ def build_index_dir(model, modality: str, input_path: Path, out: Path, factory: 
     from ..builtins.evaluators import build_index
 
     check_output(out, overwrite)
-    inputs = read_array(input_path, model.inputs.get(modality))
+    inputs, names = read_inputs(model, modality, input_path)
     update, close = _progress(len(inputs), f"embed {modality}")
     vectors = model.encode(modality, inputs, batch_size=batch_size, progress=update)
     close()
@@ -97,13 +177,24 @@ def build_index_dir(model, modality: str, input_path: Path, out: Path, factory: 
     with atomic_output(out, directory=True) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         np.save(tmp / "ids.npy", ids)
+        if names is not None:
+            (tmp / "items.json").write_text(json.dumps(names, indent=1))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta
 
 
-def search_index(index_dir: Path, model, modality: str, queries_path: Path, k: int = 10,
+def item_names(index_dir: Path):
+    """The source of each indexed row (file paths, manifest rows) for an index of raw media, else None."""
+    path = Path(index_dir) / "items.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def search_index(index_dir: Path, model, modality: str, queries_path, k: int = 10,
                  batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Embed queries of ``modality`` with ``model`` and search the index: ``(ids [n, k], scores [n, k])``."""
+    """Embed queries of ``modality`` with ``model`` and search the index: ``(ids [n, k], scores [n, k])``.
+
+    ``queries_path``: an array file, raw media as :func:`read_raw` reads them, or a list of raw items (e.g. a
+    typed text query)."""
     import faiss
 
     meta = json.loads((index_dir / "meta.json").read_text())
@@ -114,7 +205,8 @@ def search_index(index_dir: Path, model, modality: str, queries_path: Path, k: i
     if meta.get("nprobe"):
         faiss.extract_index_ivf(index).nprobe = meta["nprobe"]
     ids = np.load(index_dir / "ids.npy")
-    queries = model.encode(modality, read_array(queries_path, model.inputs.get(modality)), batch_size=batch_size)
+    raw = queries_path if isinstance(queries_path, list) else read_inputs(model, modality, queries_path)[0]
+    queries = model.encode(modality, raw, batch_size=batch_size)
     scores, rows = index.search(queries, min(k, index.ntotal))
     return ids[rows], scores
 
@@ -133,7 +225,10 @@ def export_encoders(model, fmt: str, out: Path, overwrite: bool = False) -> list
             encoder = model.module.encoders[modality].cpu().eval()
             spec = model.inputs[modality]
             wrapped = Normalised(encoder).eval()
-            example = spec.example(2)
+            if spec.media and fmt != "safetensors":
+                example = raw_example(model, modality)
+            else:
+                example = spec.example(2)
             if fmt == "torchscript":
                 path = tmp / f"{modality}.pt"
                 inputs = (example,) if isinstance(example, dict) else example
@@ -152,9 +247,33 @@ def export_encoders(model, fmt: str, out: Path, overwrite: bool = False) -> list
                 raise ValueError(f"unknown export format {fmt!r}; use torchscript, onnx or safetensors")
             manifest["encoders"][modality] = {"file": path.name, "input": spec.to_dict(),
                                               **({"input_dim": spec.dim} if spec.is_vector else {})}
+            if spec.media:
+                manifest["encoders"][modality]["note"] = (
+                    f"takes the tensors its preprocess makes from raw {spec.media} (not part of the export): "
+                    "apply the same preprocessing, e.g. mmcore.load(RUN).module.encoders[m].preprocess")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     model.module.to(model.device)
     return sorted(out.iterdir())
+
+
+RAW_EXAMPLES = {"text": lambda: "a photo", "audio": lambda: (np.zeros((1, 16000), np.float32), 16000)}
+
+
+def raw_example(model, modality: str):
+    """A batch of 2 preprocessed placeholder items (a grey image, a second of silence, a short text), the example
+    input that traces a raw-media encoder after its preprocessing."""
+    kind = model.inputs[modality].media
+    if kind == "image":
+        from PIL import Image
+
+        item = Image.new("RGB", (224, 224), (128, 128, 128))
+    else:
+        item = RAW_EXAMPLES[kind]()
+    encoder = model.module.encoders[modality]
+    values = [encoder.preprocess(item, train=False) for _ in range(2)]
+    from torch.utils.data import default_collate
+
+    return (getattr(encoder, "collate", None) or default_collate)(values)
 
 
 class Normalised(torch.nn.Module):
