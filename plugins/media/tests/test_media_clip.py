@@ -161,3 +161,35 @@ def test_config_errors(settings, field, match):
     with pytest.raises(mmcore.ConfigError, match=match) as info:
         image_encoder(**settings)
     assert info.value.field == field
+
+
+def test_binds_audio_into_a_frozen_clip_space_through_the_core(media_demo, tmp_path):
+    """ImageBind's setup in 2 epochs on the demo manifest: frozen open_clip image and text towers in CLIP's own
+    space (head = "none"), loaded from a checkpoint file, audio_cnn trained into it; zero-shot from the demo's
+    prompts. The loaded run (architecture only, then restored) encodes text exactly as that CLIP does: the frozen
+    tower was not changed by training, and its output is CLIP's own embedding."""
+    pytest.importorskip("timm", reason='pip install "mmcore-media[audio]"')
+    pytest.importorskip("torchaudio", reason='pip install "mmcore-media[audio]"')
+    from mmcore_media.demo import PROMPTS
+
+    from mmcore.testing import run_recipe, tiny_recipe
+
+    clip = open_clip.create_model(TINY, pretrained=None).eval()
+    torch.save(clip.state_dict(), tmp_path / "clip.pt")
+    raw = tiny_recipe(embed_dim=WIDTH, dataset={"name": "manifest", "path": str(media_demo), "prompts": list(PROMPTS)},
+                      evaluators=[{"name": "retrieval"}, {"name": "zero_shot", "text": "text"}],
+                      trainer={"max_epochs": 2, "batch_size": 16, "num_workers": 1})
+    raw["encoders"] = {
+        "image": {"name": "open_clip_image", "model": TINY, "pretrained": str(tmp_path / "clip.pt")},
+        "text": {"name": "open_clip_text", "model": TINY, "pretrained": str(tmp_path / "clip.pt")},
+        "audio": {"name": "audio_cnn", "model": "test_resnet", "sample_rate": 8000, "clip_seconds": 1.0,
+                  "n_mels": 32, "n_fft": 256, "hop_length": 128},
+    }
+    metrics = run_recipe(raw, tmp_path / "run")
+    assert any(k.startswith("zero_shot/") for k in metrics)
+
+    (tmp_path / "clip.pt").unlink()  # the run needs only its own checkpoint
+    model = mmcore.load(tmp_path / "run")
+    tokens = open_clip.get_tokenizer(TINY)(["a dog barking"])
+    expected = torch.nn.functional.normalize(clip.encode_text(tokens), dim=-1).detach().numpy()
+    assert np.abs(model.encode("text", ["a dog barking"]) - expected).max() < 1e-5
