@@ -114,7 +114,7 @@ def test_not_pretrained_context_skips_the_file():
         build(model="test_resnet", pretrained="/nonexistent/tower.pth")
 
 
-def test_frozen_tower_gets_no_gradient_and_stays_in_eval_mode(photo):
+def test_frozen_tower_gets_no_gradient_and_stays_in_eval_mode():
     encoder = build(model="test_resnet", tower="frozen").train()
     assert not encoder.tower.training and encoder.head.training
     encoder(torch.randn(4, 3, 32, 32)).sum().backward()
