@@ -115,3 +115,44 @@ def test_lora_on_a_module_name_the_tower_lacks_is_a_config_error(bert_dir):
     with pytest.raises(mmcore.ConfigError) as info:
         build(bert_dir, tower="lora", lora=LoraSettings(target_modules=["qkv"]))
     assert info.value.field == "lora.target_modules"
+
+
+def test_adapters_train_through_the_core_and_come_back_with_the_loaded_run(media_demo, bert_dir, tmp_path):
+    """One epoch on the demo manifest: images (timm, frozen anchor), captions through hf_text with LoRA, speech
+    through hf_audio (tiny wav2vec2, last layer unfrozen), preprocessing in a forked DataLoader worker. The loaded
+    run (built without pretrained weights, then restored) holds the trained adapters and layer, and encodes text and
+    audio as the modules do on their eval preprocessing."""
+    pytest.importorskip("timm", reason='pip install "mmcore-media[image]"')
+    import numpy as np
+    from mmcore.testing import run_recipe, tiny_recipe
+    from mmcore_media.decode import read_audio
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    speech = tmp_path / "wav2vec2"
+    Wav2Vec2Model(Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                 conv_dim=(8, 8), conv_stride=(10, 8), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
+                                 num_conv_pos_embedding_groups=2, mask_time_prob=0.0)).save_pretrained(speech)
+    Wav2Vec2FeatureExtractor().save_pretrained(speech)
+    raw = tiny_recipe(dataset={"name": "manifest", "path": str(media_demo)}, evaluators=[{"name": "retrieval"}],
+                      anchor={"name": "imagebind", "anchor": "image"},
+                      trainer={"max_epochs": 1, "batch_size": 16, "num_workers": 1})
+    raw["encoders"] = {
+        "image": {"name": "timm_image", "model": "test_vit", "img_size": 32, "tower": "frozen"},
+        "text": {"name": "hf_text", "model": bert_dir, "tower": "lora", "lora": {"r": 2}},
+        "audio": {"name": "hf_audio", "model": str(speech), "clip_seconds": 1.0, "tower": "frozen",
+                  "unfreeze_last": 1},
+    }
+    run_recipe(raw, tmp_path / "run")
+
+    model = mmcore.load(tmp_path / "run")
+    text, audio = model.module.encoders["text"], model.module.encoders["audio"]
+    assert all(p.abs().sum() > 0 for n, p in text.named_parameters() if "lora_B" in n)  # trained (B starts at 0)
+    pretrained = Wav2Vec2Model.from_pretrained(speech).state_dict()
+    changed = {k for k, v in audio.tower.state_dict().items() if not torch.equal(v, pretrained[k])}
+    assert changed and all(k.startswith("encoder.layers.1.") for k in changed)  # only the unfrozen layer trained
+    with torch.no_grad():
+        by_hand = torch.nn.functional.normalize(text.eval()(text.collate([text.preprocess("a dog barking")])), dim=-1)
+    assert np.abs(model.encode("text", ["a dog barking"]) - by_hand.numpy()).max() < 1e-6
+    clip = media_demo.parent / next(r.split(",")[1] for r in media_demo.read_text().splitlines()[1:] if r.split(",")[1])
+    z = model.encode("audio", [str(clip), read_audio(clip)])
+    assert z.shape == (2, 32) and np.abs(z[0] - z[1]).max() < 1e-6
