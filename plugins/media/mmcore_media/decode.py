@@ -70,6 +70,8 @@ def read_audio(source):
                                             f"got {type(source).__name__}")
     import soundfile
 
+    if not os.path.exists(source):  # libsndfile reports a missing file only as "System error"
+        raise MediaError(source, "no such file")
     try:
         wave, rate = soundfile.read(os.fspath(source), dtype="float32", always_2d=True)
     except FileNotFoundError:
