@@ -3,7 +3,6 @@ absent) and its encoder preprocesses them in the loader; zero-shot from prompts;
 
 import json
 
-import numpy as np
 import pytest
 
 from conftest import pip_install_target, run_cli

@@ -63,8 +63,6 @@ def load_ids(layout):
 
 def check_labels(layout, chunk: int = CHUNK) -> int:
     """Labels are ``>= 0`` (and name a class of classes.json when there is one). Returns the number of classes."""
-    import numpy as np
-
     reader, low, high = NpyRows(layout.labels), None, None
     for start, stop in _chunks(layout.rows, chunk):
         part = reader.read_range(start, stop)

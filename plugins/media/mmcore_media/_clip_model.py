@@ -122,18 +122,10 @@ def output_width(tower: nn.Module, example) -> int:
 
 
 def clip_head(width: int, head: str, hidden: list, embed_dim: int, model: str) -> nn.Module:
-    """``"none"``: CLIP's own embedding (``nn.Identity``; its width must be ``embed_dim``); ``"linear"``: a
-    projection head with ``hidden`` widths."""
-    from ._image_model import projection_head
+    """``"none"``: CLIP's own embedding (its width must be ``embed_dim``); ``"linear"``: a projection head."""
+    from ._heads import head_or_identity
 
-    if head == "linear":
-        return projection_head(width, list(hidden), embed_dim)
-    if hidden:
-        raise mmcore.ConfigError("hidden", "head = \"none\" has no layers; set head = \"linear\" for hidden widths")
-    if width != embed_dim:
-        raise mmcore.ConfigError("head", f"head = \"none\" keeps {model}'s own {width}-d embedding, but embed_dim = "
-                                         f"{embed_dim}: set embed_dim = {width}, or head = \"linear\"")
-    return nn.Identity()
+    return head_or_identity(head, width, list(hidden), embed_dim, model)
 
 
 class ClipImageEncoder(TunedTower):

@@ -20,17 +20,9 @@ from torch import nn
 
 import mmcore
 
+from ._heads import projection_head  # noqa: F401 - the head of image, audio and clip encoders
+
 IMAGE_INSTALL = 'pip install "mmcore-media[image]"'
-
-
-def projection_head(in_dim: int, hidden: list, out_dim: int) -> nn.Module:
-    """Linear layers with GELU between them: ``[b, in_dim] -> [b, out_dim]`` (``hidden = []``: one Linear)."""
-    layers, width = [], in_dim
-    for size in hidden:
-        layers += [nn.Linear(width, size), nn.GELU()]
-        width = size
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
 
 
 def check_model_name(name: str) -> None:

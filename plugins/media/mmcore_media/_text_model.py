@@ -13,18 +13,9 @@ from torch import nn
 
 import mmcore
 
+from ._heads import head_or_identity, projection_head  # noqa: F401 - projection_head: used by hf_audio
 from .decode import read_text
 from .tuning import tune_tower
-
-
-def projection_head(in_dim: int, hidden: list, out_dim: int) -> nn.Sequential:
-    """``[B, in_dim] -> [B, out_dim]``: Linear layers with GELU between them (``hidden = []``: one Linear)."""
-    layers, width = [], in_dim
-    for size in hidden:
-        layers += [nn.Linear(width, size), nn.GELU()]
-        width = size
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
 
 
 def _looks_like_path(model: str) -> bool:
@@ -168,5 +159,5 @@ def build(config, context: mmcore.EncoderContext) -> HfText:
     width = tower.config.hidden_size
     positions = getattr(tower.config, "max_position_embeddings", None) or config.max_length
     tower = tuned(tower, config, context.modality)
-    head = projection_head(width, list(config.hidden), context.embed_dim)
+    head = head_or_identity(config.head, width, list(config.hidden), context.embed_dim, config.model or "all-MiniLM-L6-v2")
     return HfText(tower, tokenizer, head, config.pooling, min(config.max_length, positions))

