@@ -13,6 +13,9 @@ rows pair as in ImageBind: image+text or image+audio, alternating, never text+au
 emergent; the test rows measure it. Everything (which scans, voices, captions, splits) follows ``seed``; the
 files are byte-identical for the same settings and package versions.
 
+``OUT/manifest_text_anchor.csv`` pairs the same files as LanguageBind does, text being the anchor: train and val
+rows are image+text or audio+text, never image+audio (the test rows are the same).
+
 ``OUT/.mmcore-media-demo`` marks a demo set, so ``--overwrite`` replaces one and never a folder of other files.
 """
 
@@ -36,6 +39,8 @@ VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-g
 VARIANTS = ("", "+m1", "+m3", "+m5", "+f1", "+f2", "+f4", "+klatt")
 SPEEDS = (130, 200)  # words per minute, drawn uniformly
 PITCHES = (25, 75)  # espeak-ng's 0..99
+TEXT_ANCHOR_MANIFEST = "manifest_text_anchor.csv"
+"""The same files paired as LanguageBind does: image+text or audio+text (never image+audio) in train and val."""
 PROMPTS = ("a handwritten digit {}", "a photo of the number {}", "the spoken word {}")
 """Zero-shot templates suited to this set (for a recipe's ``prompts``)."""
 
@@ -99,8 +104,17 @@ def plan(per_class: int, seed: int, labels) -> list:
                      int(rng.integers(SPEEDS[0], SPEEDS[1] + 1)), int(rng.integers(PITCHES[0], PITCHES[1] + 1)))
             rows.append({"scan": scan, "label": word, "index": k, "split": str(split[k]),
                          "image": f"images/{name}.png", "audio": f"audio/{name}.wav" if with_audio else "",
-                         "text": caption if with_text else "", "voice": voice if with_audio else None})
+                         "text": caption if with_text else "", "voice": voice if with_audio else None,
+                         "caption": caption})
     return rows
+
+
+def text_anchor_row(row: dict) -> list:
+    """The row as LanguageBind pairs it (text is the anchor): a train/val row with audio holds audio+text and no
+    image; image+text and the all-three test rows are unchanged. Columns ``image, audio, text, label, split``."""
+    if row["split"] != "test" and row["audio"]:
+        return ["", row["audio"], row["caption"], row["label"], row["split"]]
+    return [row["image"], row["audio"], row["text"], row["label"], row["split"]]
 
 
 def write_scan(pixels, path: Path, size: int) -> None:
@@ -159,6 +173,10 @@ def build_demo(out_dir, per_class: int = 20, seed: int = 0, image_size: int = 32
         writer = csv.writer(file)
         writer.writerow(["image", "audio", "text", "label", "split"])
         writer.writerows([row["image"], row["audio"], row["text"], row["label"], row["split"]] for row in rows)
+    with open(out / TEXT_ANCHOR_MANIFEST, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["image", "audio", "text", "label", "split"])
+        writer.writerows(text_anchor_row(row) for row in rows)
     (out / MARKER).write_text(json.dumps({"per_class": per_class, "seed": seed, "image_size": image_size,
                                           "rows": len(rows)}) + "\n")
     return manifest

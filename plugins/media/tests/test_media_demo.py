@@ -123,3 +123,21 @@ def test_media_demo_errors_go_to_stderr_with_exit_2(tmp_path, capsys):
     args = parser.parse_args(["media-demo", str(tmp_path), "--per-class", "3"])
     assert args.func(args) == 2
     assert capsys.readouterr().err.startswith(f"mmcore: error: {tmp_path} is not empty and is not a demo set")
+
+
+def test_the_text_anchor_manifest_pairs_the_same_files_with_text(media_demo):
+    """LanguageBind's pairing of the same set: image+text or audio+text in training, never image+audio."""
+    from mmcore_media.demo import TEXT_ANCHOR_MANIFEST
+
+    image_anchor, text_anchor = _rows(media_demo), _rows(media_demo.parent / TEXT_ANCHOR_MANIFEST)
+    assert len(text_anchor) == len(image_anchor)
+    for old, new in zip(image_anchor, text_anchor):
+        assert (new["label"], new["split"], new["audio"]) == (old["label"], old["split"], old["audio"])
+        if new["split"] == "test":
+            assert new == old
+        else:
+            assert new["text"] and bool(new["image"]) != bool(new["audio"])
+            assert new["label"] in new["text"]
+    splits = build_manifest(ManifestConfig(str(media_demo.parent / TEXT_ANCHOR_MANIFEST), class_names=list(WORDS)),
+                            mmcore.DatasetContext(0, ("image", "text", "audio")))
+    assert splits.observed_pairs == {frozenset({"image", "text"}), frozenset({"audio", "text"})}
