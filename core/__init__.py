@@ -4,7 +4,7 @@ The public API a plugin may use is what this module exports (``__all__``); nothi
 Names that need torch are imported on first use, so ``import mmcore`` (and ``mmcore --help``) stays fast:
 
 Contracts and data
-    ``Component``, ``hookimpl``, ``ConfigError``, ``InputSpec``, ``Batch``, ``AlignmentTerm``, ``Alignment``,
+    ``Component``, ``hookimpl``, ``ConfigError``, ``DataError``, ``InputSpec``, ``Batch``, ``AlignmentTerm``, ``Alignment``,
     ``EmbeddedSplit``, ``DatasetSplits``, the contexts (``EncoderContext``, ``AnchorContext``, ``LossContext``,
     ``EvaluatorContext``, ``DatasetContext``) and the protocols (``Encoder``, ``AnchorStrategy``, ``Loss``,
     ``Evaluator``; see :mod:`mmcore.protocols`).
@@ -27,6 +27,7 @@ from .contracts import (
     Batch,
     Component,
     ConfigError,
+    DataError,
     DatasetContext,
     DatasetSplits,
     EmbeddedSplit,
@@ -73,7 +74,7 @@ _LAZY = {
 
 __all__ = [
     "KINDS", "Alignment", "AlignmentTerm", "AnchorContext", "AnchorStrategy", "Batch", "Component", "ConfigError",
-    "DatasetContext", "DatasetSplits", "EmbeddedSplit", "Encoder", "EncoderContext", "Evaluator",
+    "DataError", "DatasetContext", "DatasetSplits", "EmbeddedSplit", "Encoder", "EncoderContext", "Evaluator",
     "EvaluatorContext", "InputSpec", "Loss", "LossContext", "RecipeError", "UnknownComponentError",
     "anchor_term_names", "anchor_terms", "evaluator", "get_registry", "hookimpl", "load_recipe", "observed_pairs",
     "pairs_with", "select_rows", *_LAZY,

@@ -30,6 +30,7 @@ def cmd_run(args) -> int:
     from .runs.directory import RunDirectoryError, make_run_dir
     from .runs.train import train
     from .train.build import assemble
+    from .contracts import DataError, data_error_message
     from .train.module import NonFiniteLoss
 
     if bool(args.recipe) == bool(args.resume):
@@ -57,6 +58,10 @@ def cmd_run(args) -> int:
         return _error(str(exc))
     except NonFiniteLoss as exc:
         print(f"mmcore: stopped: {exc}", file=sys.stderr)
+        return 1
+    except DataError as exc:
+        print(f"mmcore: stopped: bad input data: {data_error_message(exc)}; checkpoints kept in "
+              f"{run_dir / 'checkpoints'}; fix the data, then {resume_hint}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, SystemExit) as exc:
         code = 143 if type(exc).__name__ == "SIGTERMException" else 130

@@ -62,6 +62,22 @@ MEDIA_KINDS = ("", "image", "audio", "text")
 """Values of :attr:`InputSpec.media` (``""``: a tensor input, described by shape and dtype)."""
 
 
+class DataError(ValueError):
+    """Raised by a dataset while a run reads it (``__getitem__``, ``get_batch``) for input data that is wrong: a file
+    that cannot be decoded, a malformed row. The message names the file and its row. ``mmcore run`` stops with it
+    (exit 1, no traceback, checkpoints kept) instead of training on a wrong batch. Must be constructible from the
+    message alone, so a DataLoader worker re-raises it with its type."""
+
+
+def data_error_message(exc: BaseException) -> str:
+    """The message of a :class:`DataError`, without the worker traceback torch's DataLoader adds to it."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def _as_shape(value) -> tuple:
     if isinstance(value, int):
         return (value,)

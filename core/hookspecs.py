@@ -83,10 +83,15 @@ def mmcore_encoders():
         dict of such tensors, holding only the ``b`` rows of the batch where the modality is present; ``b`` may be 0
         (no sample of the batch has the modality).
 
-        Optional, both run in the DataLoader workers: ``preprocess(raw) -> input`` (one sample's stored value to
-        tensors) and ``collate(values: list) -> batch input`` (e.g. padding variable-length token ids into
-        ``{"ids": [B, L], "mask": [B, L]}``). When any encoder of a recipe has one, every split is read item by item
-        (a dataset's ``get_batch`` is not used).
+        Optional, both run in the DataLoader workers: ``preprocess(raw, train=False) -> input`` (one sample's stored
+        value to tensors; ``train`` is True in the training loader only, for augmentation) and ``collate(values:
+        list) -> batch input`` (e.g. padding variable-length token ids into ``{"ids": [B, L], "mask": [B, L]}``).
+        When any encoder of a recipe has one, every split is read item by item (a dataset's ``get_batch`` is not
+        used). Required for a raw-media input (``InputSpec.raw``): the core preprocesses present items only, and
+        passes ``None`` (never calling the encoder) when no row of a batch has the modality.
+
+        ``context.pretrained`` is False when the weights are restored from a checkpoint right after the build:
+        build the architecture only (no download, no weight file read).
 
     What the host does: it calls the encoder on the present rows only (absent rows never reach it), L2-normalises
     its output and scatters it into ``[B, embed_dim]`` with zeros on absent rows; that is the ``z[modality]`` the
@@ -94,7 +99,9 @@ def mmcore_encoders():
     (the module still follows ``train()``/``eval()``); ``trainer.compile = true`` wraps it in ``torch.compile``
     after the probe step. Under ``trainer.precision = "bf16-mixed"`` it runs under autocast. Its parameters are
     trained (no weight decay on those with fewer than 2 dimensions) and checkpointed. ``mmcore.load(run).encode``
-    and ``mmcore export`` call ``forward`` directly on arrays shaped as ``input`` says (``collate`` is not applied).
+    and ``mmcore export`` call ``forward`` directly on arrays shaped as ``input`` says (``collate`` is not applied);
+    for raw media, ``encode`` applies ``preprocess(item, train=False)`` and ``collate`` first, as evaluation does.
+    ``lr`` and ``weight_decay`` in the section put its parameters in optimizer groups of their own.
 
     Checked by ``mmcore validate``: the build returns an ``nn.Module`` (contract check); the probe step runs it on
     the present rows of the first 16 training samples, which must give a tensor ``[rows, embed_dim]``.

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import RECIPES, TINY, run_cli
+from core_test_support import RECIPES, TINY, run_cli
 
 BROKEN = [
     # (override, what the message must say)
@@ -27,7 +27,7 @@ def _overrides(*extra):
 
 @pytest.fixture(scope="module")
 def contracts_env(tmp_path_factory):
-    from conftest import pip_install_target
+    from core_test_support import pip_install_target
 
     return pip_install_target(["contracts"], tmp_path_factory.mktemp("contracts") / "site")
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import RECIPES, run_cli
+from core_test_support import RECIPES, run_cli
 
 
 def test_two_processes_give_the_loss_and_gradients_of_one_process_holding_the_whole_batch():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import RECIPES, TINY, run_cli
+from core_test_support import RECIPES, TINY, run_cli
 
 try:
     import tomllib

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import pip_install_target, run_cli
+from core_test_support import pip_install_target, run_cli
 
 IMAGES_RECIPE = """
 seed = 3

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import RECIPES, ROOT, TINY, run_cli
+from core_test_support import RECIPES, ROOT, TINY, run_cli
 
 CORE = ROOT / "core"
 

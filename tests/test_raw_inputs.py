@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import pip_install_target, run_cli
+from core_test_support import pip_install_target, run_cli
 
 CAPTIONS_RECIPE = """
 seed = 1

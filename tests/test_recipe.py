@@ -10,7 +10,7 @@ try:
 except ModuleNotFoundError:
     import tomli as tomllib
 
-from conftest import RECIPES
+from core_test_support import RECIPES
 
 
 def write(path, text):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import RECIPES, run_cli
+from core_test_support import RECIPES, run_cli
 
 RECIPE = RECIPES / "imagebind.toml"
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import mmcore
 from mmcore.recipe import RecipeError, apply_overrides, dump_toml, read_recipe_file, structure_recipe
 
-from conftest import RECIPES
+from core_test_support import RECIPES
 
 KEYS = ["name", "dataset", "encoders", "anchor", "loss", "evaluators", "trainer", "optimizer", "seed", "embed_dim",
         "modality", "hidden", "frozen", "temperature", "max_epochs", "batch_size", "lr", "modalities", "image",

@@ -13,7 +13,7 @@ import types
 import pytest
 import torch
 
-from conftest import RECIPES, run_cli
+from core_test_support import RECIPES, run_cli
 
 SMALL = ["dataset.train_size=512", "dataset.val_size=128", "dataset.test_size=256", "trainer.batch_size=128",
          "trainer.max_epochs=4", "trainer.log_every_n_steps=1"]

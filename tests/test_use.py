@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mmcore
-from conftest import pip_install_target
+from core_test_support import pip_install_target
 from mmcore.testing import run_recipe, tiny_recipe
 
 

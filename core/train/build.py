@@ -17,7 +17,7 @@ import attrs
 import lightning as L
 import torch
 
-from ..contracts import (Alignment, AnchorContext, Batch, DatasetContext, EmbeddedSplit, EncoderContext,
+from ..contracts import (Alignment, AnchorContext, Batch, DataError, DatasetContext, EmbeddedSplit, EncoderContext,
                          EvaluatorContext, LossContext, input_spec)
 from ..recipe import Recipe, RecipeError, nearest_hint
 from ..registry import ComponentBuildError, Registry, get_registry
@@ -132,7 +132,10 @@ def probe(module: BindingModule, data: BindingData, recipe: Recipe, registry: Re
     registry = registry or get_registry()
     train = data.splits.train
     rows = list(range(min(PROBE_ROWS, len(train))))
-    batch = Batch.from_collated(data.fetch(train, rows))
+    try:
+        batch = Batch.from_collated(data.fetch(train, rows))
+    except DataError as exc:
+        raise RecipeError([f"dataset: reading the first {len(rows)} training samples: {exc}"]) from exc
     size = batch.size
     was_training = module.training
     with torch.no_grad(), torch.random.fork_rng(devices=[]):

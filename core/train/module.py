@@ -165,6 +165,10 @@ class BindingModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.judge_pending_checks(wait=True)
+        checkpoint["mmcore_skipped_samples"] = self.skipped_samples
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_samples = int(checkpoint.get("mmcore_skipped_samples", 0))  # counts go on across --resume
 
     def on_train_end(self) -> None:
         self.judge_pending_checks(wait=True)
@@ -186,9 +190,7 @@ class BindingModule(L.LightningModule):
 
     def training_step(self, data, batch_idx):
         if data.get("skipped"):
-            self.skipped_samples += int(data["skipped"])  # this rank's count; logged summed over ranks
-            self.log("train/skipped_samples", float(self.skipped_samples), on_step=True, batch_size=1,
-                     reduce_fx="sum", sync_dist=False)
+            self.skipped_samples += int(data["skipped"])  # this rank's count; logged at each epoch's end
         total = self._step(data, "train")
         if total is None:
             return None
@@ -200,6 +202,11 @@ class BindingModule(L.LightningModule):
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("train/lr", torch.full((), lr, device=total.device), on_step=True, batch_size=1)
         return total
+
+    def on_train_epoch_end(self):
+        """``train/skipped_samples``: media cells the dataset dropped as undecodable so far, summed over ranks."""
+        self.log("train/skipped_samples", float(self.skipped_samples), on_epoch=True, reduce_fx="sum",
+                 sync_dist=True, batch_size=1)
 
     def validation_step(self, data, batch_idx):
         self._step(data, "val")

@@ -26,7 +26,7 @@ MAX_LISTED = 5
 log = logging.getLogger("mmcore_media.manifest")
 
 
-class BadMediaError(MediaError):
+class BadMediaError(MediaError, mmcore.DataError):
     """A manifest cell that cannot be decoded: the message names the manifest, its row and the file.
 
     Constructible from the message alone, so torch's DataLoader re-raises it with its type from a worker."""

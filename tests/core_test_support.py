@@ -1,0 +1,31 @@
+"""Helpers and constants shared by the core's tests: run the CLI in a subprocess, install fixture plugin packages
+with pip. (Not in conftest.py: a plugin's own tests may have a conftest module too, and ``from conftest import``
+would then pick whichever pytest imported first.)"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mmcore.testing import TINY_OVERRIDES, run_cli  # noqa: F401 - re-exported for the tests
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+PLUGIN_PACKAGES = Path(__file__).parent / "plugin_packages"
+
+TINY = list(TINY_OVERRIDES)
+"""--set overrides that shrink a synthetic recipe to a few seconds."""
+
+
+def pip_install_target(packages, target: Path) -> dict:
+    """Really install fixture plugin packages with pip (into ``target``, --no-deps: the core is already
+    installed). Returns the environment that puts them on the path of a subprocess."""
+    try:
+        import setuptools  # noqa: F401
+        isolation = ["--no-build-isolation"]
+    except ImportError:
+        isolation = []
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation, "--target", str(target),
+           *[str(PLUGIN_PACKAGES / p) if isinstance(p, str) else str(p) for p in packages]]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
