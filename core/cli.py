@@ -29,7 +29,6 @@ def cmd_run(args) -> int:
     from .recipe import RecipeError, load_recipe
     from .runs.directory import RunDirectoryError, make_run_dir
     from .runs.train import train
-    from .train.build import assemble
     from .contracts import DataError, data_error_message
     from .train.module import NonFiniteLoss
 
@@ -43,7 +42,8 @@ def cmd_run(args) -> int:
             recipe, sources = load_recipe(run_dir / "recipe.toml", args.set)
         else:
             recipe, sources = _load(args)
-        built = assemble(recipe)  # every component is built (and checked) before anything is written
+        # every component is built (and checked) before anything is written
+        built = _assembled(recipe, run_dir / "recipe.toml" if args.resume else args.recipe)
         if not args.resume:
             run_dir = make_run_dir(recipe, args.out, args.overwrite)
     except (RecipeError, RunDirectoryError) as exc:
@@ -85,13 +85,25 @@ def _print_metrics(metrics: dict, everything: bool = False, summary=()) -> None:
         print(f"{key:<{width}}  {metrics[key]:.4f}")
 
 
-def cmd_validate(args) -> int:
+def _assembled(recipe, path):
+    """:func:`mmcore.train.build.assemble`, its recipe errors naming the recipe file."""
     from .recipe import RecipeError
     from .train.build import assemble
 
     try:
+        return assemble(recipe)
+    except RecipeError as exc:
+        if exc.source:
+            raise
+        raise RecipeError(exc.problems, str(path)) from exc
+
+
+def cmd_validate(args) -> int:
+    from .recipe import RecipeError
+
+    try:
         recipe, _ = _load(args)
-        assemble(recipe)
+        _assembled(recipe, args.recipe)
     except RecipeError as exc:
         return _error(str(exc))
     print(f"{args.recipe}: ok ({recipe.anchor.name}, {len(recipe.encoders)} modalities: "

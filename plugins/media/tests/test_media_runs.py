@@ -119,3 +119,22 @@ def test_a_typed_query_finds_audio_and_zero_shot_is_reported_trained_and_emergen
     hits = proc.stdout.strip().split("\t")
     assert hits[0] == "0" and len(hits) == 4
     assert all(hit.split(":")[0].startswith("audio/") and hit.split(":")[0].endswith(".wav") for hit in hits[1:])
+
+    # export: each encoder traced after its preprocessing; the traced text tower matches encode
+    run_cli("export", tmp_path / "run", "--out", tmp_path / "exported", cwd=tmp_path, check=True)
+    manifest = json.loads((tmp_path / "exported" / "manifest.json").read_text())
+    assert set(manifest["encoders"]) == {"image", "text", "audio"}
+    assert all("preprocess" in entry["note"] for entry in manifest["encoders"].values())
+    import numpy as np
+    import torch
+
+    import mmcore
+
+    model = mmcore.load(tmp_path / "run", device="cpu")
+    encoder = model.module.encoders["text"]
+    texts = ["the spoken word seven", "nine"]
+    batch = encoder.collate([encoder.preprocess(t, train=False) for t in texts])
+    traced = torch.jit.load(str(tmp_path / "exported" / "text.pt"))
+    with torch.no_grad():
+        exported = traced(dict(batch)).numpy()
+    assert np.abs(exported - model.encode("text", texts)).max() < 1e-5
