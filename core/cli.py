@@ -14,7 +14,11 @@ from pathlib import Path
 EXIT_BAD_INPUT = 2
 
 
-def _error(message: str) -> int:
+def _error(message) -> int:
+    """Print ``mmcore: error: MESSAGE`` and return exit status 2. ``message``: a string or an exception (a
+    KeyError's message without the quotes ``str`` adds)."""
+    if isinstance(message, KeyError) and message.args:
+        message = message.args[0]
     print(f"mmcore: error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
@@ -47,7 +51,7 @@ def cmd_run(args) -> int:
         if not args.resume:
             run_dir = make_run_dir(recipe, args.out, args.overwrite)
     except (RecipeError, RunDirectoryError) as exc:
-        return _error(str(exc))
+        return _error(exc)
     except OSError as exc:
         return _error(f"cannot create the run directory: {exc}")
     print(f"mmcore: run directory {run_dir}", file=sys.stderr)
@@ -55,7 +59,7 @@ def cmd_run(args) -> int:
     try:
         metrics = train(recipe, sources, run_dir, module_data=built, resume=bool(args.resume))
     except RunDirectoryError as exc:
-        return _error(str(exc))
+        return _error(exc)
     except NonFiniteLoss as exc:
         print(f"mmcore: stopped: {exc}", file=sys.stderr)
         return 1
@@ -105,7 +109,7 @@ def cmd_validate(args) -> int:
         recipe, _ = _load(args)
         _assembled(recipe, args.recipe)
     except RecipeError as exc:
-        return _error(str(exc))
+        return _error(exc)
     print(f"{args.recipe}: ok ({recipe.anchor.name}, {len(recipe.encoders)} modalities: "
           f"{', '.join(recipe.modalities)})")
     return 0
@@ -117,7 +121,7 @@ def cmd_show(args) -> int:
     try:
         recipe, sources = _load(args)
     except RecipeError as exc:
-        return _error(str(exc))
+        return _error(exc)
     print("# resolved from: " + " -> ".join(str(s) for s in sources))
     print(dump_toml(recipe_to_dict(recipe)), end="")
     return 0
@@ -160,7 +164,7 @@ def cmd_eval(args) -> int:
     try:
         metrics = evaluate_run(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.set)
     except RunLoadError as exc:
-        return _error(str(exc))
+        return _error(exc)
     if args.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
@@ -183,7 +187,7 @@ def cmd_report(args) -> int:
     try:
         check_output(out, args.overwrite)
     except OutputExists as exc:
-        return _error(str(exc))
+        return _error(exc)
     without = [run["dir"].name for run in runs if not has_retrieval(run["metrics"], run["modalities"])]
     if without:
         print(f"mmcore: {', '.join(without)}: {HEATMAP_SKIPPED}", file=sys.stderr)
@@ -214,7 +218,7 @@ def cmd_embed(args) -> int:
         out = embed_file(_load_model(args.run_dir), args.modality, Path(args.input), Path(args.out),
                          args.batch_size, args.overwrite)
     except _use_errors() as exc:
-        return _error(str(exc))
+        return _error(exc)
     print(f"{args.out}: {out.shape[0]} x {out.shape[1]} embeddings of {args.modality}", file=sys.stderr)
     return 0
 
@@ -227,7 +231,7 @@ def cmd_index(args) -> int:
                                args.factory, args.nprobe, Path(args.ids) if args.ids else None, args.batch_size,
                                args.overwrite)
     except _use_errors() as exc:
-        return _error(str(exc))
+        return _error(exc)
     print(json.dumps(meta, indent=2))
     return 0
 
@@ -248,7 +252,7 @@ def cmd_search(args) -> int:
         ids, scores = search_index(Path(args.index_dir), model, args.modality, queries, args.k, args.batch_size)
         names = item_names(Path(args.index_dir))
     except _use_errors() as exc:
-        return _error(str(exc))
+        return _error(exc)
     if args.out:
         if Path(args.out).exists() and not args.overwrite:
             return _error(f"{args.out} already exists; pass --overwrite or choose another --out")
@@ -268,7 +272,7 @@ def cmd_export(args) -> int:
     except ImportError as exc:
         return _error(f"--format {args.format} needs an extra package: {exc.name or exc} (pip install it)")
     except _use_errors() as exc:
-        return _error(str(exc))
+        return _error(exc)
     for path in files:
         print(path)
     return 0
@@ -280,7 +284,7 @@ def cmd_new_plugin(args) -> int:
     try:
         root = new_plugin(args.name, args.kind, Path(args.out))
     except (ValueError, FileExistsError) as exc:
-        return _error(str(exc))
+        return _error(exc)
     print(f"wrote {root}\nnext: pip install -e {root} && python -m pytest {root / 'tests'}")
     return 0
 

@@ -197,7 +197,9 @@ def search_index(index_dir: Path, model, modality: str, queries_path, k: int = 1
     typed text query)."""
     import faiss
 
-    meta = json.loads((index_dir / "meta.json").read_text())
+    if not (Path(index_dir) / "meta.json").is_file():
+        raise FileNotFoundError(f"{index_dir} is not an index directory (no meta.json): make one with mmcore index")
+    meta = json.loads((Path(index_dir) / "meta.json").read_text())
     if meta["dim"] != model.dim:
         raise ValueError(f"index {index_dir} holds {meta['dim']}-d embeddings but run {model.run_dir} makes "
                          f"{model.dim}-d ones: embed queries with the run that built the index")
