@@ -61,11 +61,16 @@ def build_model(recipe: Recipe, inputs: dict, observed_pairs: frozenset, class_n
     registry = registry or get_registry()
     modalities = recipe.modalities
     observed = frozenset(p for p in observed_pairs if p <= set(modalities))
-    encoders = {
-        m: build_component(registry, "encoders", section.name, section.config,
-                           EncoderContext(m, input_spec(inputs[m]), recipe.embed_dim, pretrained), f"encoders.{m}")
-        for m, section in recipe.encoders.items()
-    }
+    encoders, problems = {}, []
+    for m, section in recipe.encoders.items():  # every encoder's problems at once (e.g. each missing library)
+        try:
+            encoders[m] = build_component(registry, "encoders", section.name, section.config,
+                                          EncoderContext(m, input_spec(inputs[m]), recipe.embed_dim, pretrained),
+                                          f"encoders.{m}")
+        except RecipeError as exc:
+            problems += exc.problems
+    if problems:
+        raise RecipeError(problems)
     problems = [f"encoders.{m}: {_owner(registry, 'encoders', recipe.encoders[m].name)} has no preprocess(raw, "
                 f"train=) method, so it cannot take the dataset's raw {input_spec(inputs[m]).media} inputs; use an "
                 "encoder for raw media" for m, encoder in encoders.items()
