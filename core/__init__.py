@@ -13,7 +13,7 @@ Helpers for plugins
     ``info_nce_pair_rows``, ``blockwise_rows`` (any row-wise loss, tiled and gathered with no backward to write),
     ``tiled_logsumexp``, ``add_logit_scale``, ``clamped_logit_scale``, ``MASKED_LOGIT``, ``gather_with_grad``;
     evaluation: ``evaluator``, ``recall_at_k``, ``ranks_of_positives``, ``build_index``, ``class_prototypes``;
-    data: ``TensorSplit``, ``select_rows``.
+    data: ``TensorSplit``, ``select_rows``, ``stratified_split``; encoders: ``projection_head``.
 Runs
     ``load`` (a finished run as ``TrainedModel``), ``RunLoadError``, ``load_recipe``, ``RecipeError``,
     ``get_registry``, ``UnknownComponentError``; ``mmcore.testing`` for plugin tests.
@@ -47,6 +47,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "TensorSplit": "mmcore.data",
+    "stratified_split": "mmcore.splits",
+    "projection_head": "mmcore.heads",
     "MASKED_LOGIT": "mmcore.contrastive",
     "info_nce_rows": "mmcore.contrastive.infonce",
     "info_nce_pair_rows": "mmcore.contrastive.infonce",

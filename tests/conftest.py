@@ -5,6 +5,12 @@ import pytest
 from core_test_support import pip_install_target
 
 
+@pytest.fixture(scope="session")
+def images_env(tmp_path_factory):
+    """The sample plugin with image, token and raw-caption inputs (tests/plugin_packages/images), installed once."""
+    return pip_install_target(["images"], tmp_path_factory.mktemp("images") / "site")
+
+
 @pytest.fixture
 def plugins_env(tmp_path):
     """Call with package names to install them; returns the env for run_cli."""

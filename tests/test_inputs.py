@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core_test_support import pip_install_target, run_cli
+from core_test_support import run_cli
 
 IMAGES_RECIPE = """
 seed = 3
@@ -29,11 +29,6 @@ batch_size = 32
 accelerator = "cpu"
 devices = 1
 """
-
-
-@pytest.fixture(scope="module")
-def images_env(tmp_path_factory):
-    return pip_install_target(["images"], tmp_path_factory.mktemp("images") / "site")
 
 
 def test_image_and_token_inputs_train_evaluate_load_and_export_end_to_end(images_env, tmp_path):

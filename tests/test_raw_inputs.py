@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from core_test_support import pip_install_target, run_cli
+from core_test_support import run_cli
 
 CAPTIONS_RECIPE = """
 seed = 1
@@ -35,11 +35,6 @@ num_workers = 1
 accelerator = "cpu"
 devices = 1
 """
-
-
-@pytest.fixture(scope="module")
-def images_env(tmp_path_factory):
-    return pip_install_target(["images"], tmp_path_factory.mktemp("images") / "site")
 
 
 def _scalars(run, tag):

@@ -7,14 +7,8 @@ from torch import nn
 import mmcore
 
 
-def projection_head(in_dim: int, hidden: list, out_dim: int) -> nn.Sequential:
-    """``[b, in_dim] -> [b, out_dim]``: Linear layers with GELU between them (``hidden = []``: one Linear)."""
-    layers, width = [], in_dim
-    for size in hidden:
-        layers += [nn.Linear(width, size), nn.GELU()]
-        width = size
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
+projection_head = mmcore.projection_head
+"""``[b, in_dim] -> [b, out_dim]``: Linear layers with GELU between them (the core's public head)."""
 
 
 def head_or_identity(kind: str, in_dim: int, hidden: list, out_dim: int, model: str = "the tower") -> nn.Module:

@@ -174,23 +174,6 @@ def label_indices(values: list, class_names, where) -> tuple:
     return [index[str(v).strip()] for v in values], names
 
 
-def stratified_split(labels, val_fraction: float, test_fraction: float, seed: int) -> dict:
-    """``{"train"|"val"|"test": sorted record indices}`` of ``labels [N]``: within each class, a permutation seeded by ``seed`` gives ``round(n * test_fraction)`` records to test, the
-    next ``round(n * val_fraction)`` to val and the rest to train."""
-    import numpy as np
-
-    labels = np.asarray(labels, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    parts = {name: [] for name in SPLITS}
-    for c in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == c))
-        n_test, n_val = round(len(rows) * test_fraction), round(len(rows) * val_fraction)
-        parts["test"].append(rows[:n_test])
-        parts["val"].append(rows[n_test:n_test + n_val])
-        parts["train"].append(rows[n_test + n_val:])
-    return {name: sorted(int(r) for chunk in chunks for r in chunk) for name, chunks in parts.items()}
-
-
 # -- the table ----------------------------------------------------------------------------------------------------
 
 
@@ -220,8 +203,9 @@ class Table:
                 raise mmcore.ConfigError("split", f"{self.source}: no row has split = {empty[0]!r} (each of train, "
                                                   f"val, test needs rows)")
             return rows
-        rows = stratified_split(self.labels if self.labels is not None else [0] * len(self.numbers),
-                                val_fraction, test_fraction, seed)
+        split = mmcore.stratified_split(self.labels if self.labels is not None else [0] * len(self.numbers),
+                                        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        rows = {name: split[name].tolist() for name in SPLITS}
         empty = [name for name in SPLITS if not rows[name]]
         if empty:
             field = {"train": "test_fraction", "val": "val_fraction", "test": "test_fraction"}[empty[0]]

@@ -23,7 +23,7 @@ import attrs
 import mmcore
 
 from .files import NUM_CLASSES, VIEWS, read_view, resolve_dir
-from .splits import caption_one_hot, pairing_plan, standardise, stratified_split
+from .splits import caption_one_hot, pairing_plan, standardise
 
 TEXT = "text"
 
@@ -86,7 +86,8 @@ def load_arrays(config: MfeatConfig) -> dict:
     raw, labels = {}, None
     for view in config.views:
         raw[view], labels = read_view(folder, view)
-    rows = stratified_split(labels, config.test_fraction, config.val_fraction, config.seed)
+    rows = mmcore.stratified_split(labels, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                                   seed=config.seed)
     present = {"test": {m: np.ones(len(rows["test"]), dtype=bool) for m in modalities}}
     for split in ("train", "val"):
         present[split] = pairing_plan(labels[rows[split]], groups, modalities)

@@ -1,29 +1,10 @@
-"""Pure numpy helpers: a seeded stratified split, the training pairing plan, train-only standardisation, captions.
+"""Pure numpy helpers: the training pairing plan, train-only standardisation, captions.
 
 Every function takes and returns numpy arrays; randomness comes only from ``numpy.random.default_rng`` seeded by the
 arguments, so the splits never depend on call order or the global RNG.
 """
 
 from __future__ import annotations
-
-
-def stratified_split(labels, test_fraction: float, val_fraction: float, seed: int) -> dict:
-    """Rows of each split, stratified by class: ``labels [N] -> {"train"|"val"|"test": sorted row indices}``.
-
-    Within each class ``c`` (``n_c`` rows) a seeded permutation gives ``round(n_c * test_fraction)`` rows to test,
-    the next ``round(n_c * val_fraction)`` to val and the rest to train; the splits are disjoint and cover every row.
-    """
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    parts: dict = {"train": [], "val": [], "test": []}
-    for c in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == c))
-        n_test, n_val = round(len(rows) * test_fraction), round(len(rows) * val_fraction)
-        parts["test"].append(rows[:n_test])
-        parts["val"].append(rows[n_test:n_test + n_val])
-        parts["train"].append(rows[n_test + n_val:])
-    return {name: np.sort(np.concatenate(chunks)).astype(np.int64) for name, chunks in parts.items()}
 
 
 def pairing_plan(labels, groups: list, modalities: list) -> dict:

@@ -13,15 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import mmcore
+
 
 def head(in_dim: int, hidden: list, out_dim: int) -> nn.Module:
     """Linear layers with GELU between them: ``[B, in_dim] -> [B, out_dim]`` (``hidden = []`` is one linear map)."""
-    layers, width = [], in_dim
-    for size in hidden:
-        layers += [nn.Linear(width, size), nn.GELU()]
-        width = size
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
+    return mmcore.projection_head(in_dim, hidden, out_dim)
 
 
 class FrozenTextTable(nn.Module):
