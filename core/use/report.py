@@ -16,9 +16,10 @@ from ..runs.figures import (  # noqa: F401 - the run figures, re-exported for re
 )
 
 
-SUMMARY_KEYS = ("retrieval/trained/R@1", "retrieval/emergent/R@1", "prototypes/trained/acc", "prototypes/emergent/acc",
+SUMMARY_KEYS = ("retrieval/trained/R@1", "retrieval/emergent/R@1", "zero_shot/trained/acc", "zero_shot/emergent/acc",
                 "knn/mean/acc")
-"""The summary of a run whose ``model.json`` declares none (runs written before evaluators declared them)."""
+"""The summary of a run whose ``model.json`` declares none (runs written before evaluators declared them; their
+``zero_shot`` keys are the nearest-prototype reading, named ``prototypes`` since)."""
 
 
 def declared_summary(run_dir: Path) -> tuple | None:
