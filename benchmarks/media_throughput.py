@@ -62,6 +62,7 @@ import csv
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -272,13 +273,15 @@ def run_mmcore(args, manifest: Path, workers: int, scratch: Path) -> dict:
 
     wait = DataWait()
     runs_train.make_trainer = make_trainer
+    folder = Path(tempfile.mkdtemp(dir=scratch))
     try:
         built = assemble(recipe)
-        run_dir = make_run_dir(recipe, Path(tempfile.mkdtemp(dir=scratch)) / "run")
+        run_dir = make_run_dir(recipe, folder / "run")
         with wait.recording(), contextlib.suppress(WindowDone):
             runs_train.train(recipe, sources, run_dir, module_data=built)
     finally:
         runs_train.make_trainer = original
+        shutil.rmtree(folder, ignore_errors=True)  # its interrupted.ckpt is some 300 MB
     result = window(args, marks[args.warmup - 1], marks[total - 1], wait)
     result["phases_ms"] = {k: 1000 * v / args.steps for k, v in phases.items()}
     return result
