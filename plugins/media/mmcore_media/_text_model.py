@@ -126,13 +126,25 @@ class HfText(nn.Module):
     """``forward({input_ids, attention_mask[, token_type_ids]}: [b, L]) -> [b, embed_dim]``; ``preprocess`` and
     ``collate`` use only the tokenizer (they run in DataLoader workers)."""
 
-    def __init__(self, tower: nn.Module, tokenizer, head: nn.Module, pooling: str, max_length: int):
+    def __init__(self, tower: nn.Module, tokenizer, head: nn.Module, pooling: str, max_length: int,
+                 frozen: bool = False, trainable_blocks=()):
         super().__init__()
         self.tower = tower
         self.head = head
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_length = max_length
+        self._frozen = frozen
+        self._trainable_blocks = list(trainable_blocks)
+
+    def train(self, mode: bool = True):
+        """A frozen tower stays in eval mode (no dropout) while the encoder trains, except its unfrozen blocks."""
+        super().train(mode)
+        if self._frozen:
+            self.tower.eval()
+            for block in self._trainable_blocks:
+                block.train(mode)
+        return self
 
     def preprocess(self, raw, train: bool = False) -> dict:
         """One text -> ``{name: [L] int64}`` (``L <= max_length``); ``train`` changes nothing (no augmentation).
@@ -160,4 +172,6 @@ def build(config, context: mmcore.EncoderContext) -> HfText:
     positions = getattr(tower.config, "max_position_embeddings", None) or config.max_length
     tower = tuned(tower, config, context.modality)
     head = head_or_identity(config.head, width, list(config.hidden), context.embed_dim, config.model or "all-MiniLM-L6-v2")
-    return HfText(tower, tokenizer, head, config.pooling, min(config.max_length, positions))
+    blocks = list(transformer_blocks(tower) or []) if config.unfreeze_last else []
+    return HfText(tower, tokenizer, head, config.pooling, min(config.max_length, positions),
+                  frozen=config.tower == "frozen", trainable_blocks=blocks[len(blocks) - config.unfreeze_last:])

@@ -185,3 +185,17 @@ def test_head_none_keeps_the_towers_own_pooled_space(bert_dir):
     mask = batch["attention_mask"][..., None].float()
     expected = (hidden * mask).sum(1) / mask.sum(1)
     assert torch.allclose(embed(encoder, ["a dog", "the seven barks loudly"]), expected, atol=1e-5)
+
+
+def test_a_frozen_tower_stays_in_eval_mode_while_the_encoder_trains(bert_dir):
+    """No dropout in a frozen tower: training-mode outputs equal eval-mode outputs; an unfrozen block trains."""
+    encoder = build(bert_dir, tower="frozen")
+    encoder.train()
+    assert encoder.training and encoder.head.training and not encoder.tower.training
+    batch = encoder.collate([encoder.preprocess(t) for t in ["a dog barking", "the bird sings loudly"]])
+    with torch.no_grad():
+        trained_mode = encoder(batch)
+    assert torch.equal(trained_mode, embed(encoder, ["a dog barking", "the bird sings loudly"]))
+    partly = build(bert_dir, tower="frozen", unfreeze_last=1).train()
+    layers = [m for m in partly.tower.modules() if isinstance(m, torch.nn.ModuleList)][-1]
+    assert layers[-1].training and not layers[0].training
