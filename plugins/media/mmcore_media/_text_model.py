@@ -14,6 +14,7 @@ from torch import nn
 import mmcore
 
 from ._heads import head_or_identity, projection_head  # noqa: F401 - projection_head: used by hf_audio
+from ._image_model import TunedTower
 from .decode import read_text
 from .tuning import tune_tower
 
@@ -122,29 +123,17 @@ def pool_tokens(hidden, mask, pooling: str):
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-class HfText(nn.Module):
+class HfText(TunedTower):
     """``forward({input_ids, attention_mask[, token_type_ids]}: [b, L]) -> [b, embed_dim]``; ``preprocess`` and
-    ``collate`` use only the tokenizer (they run in DataLoader workers)."""
+    ``collate`` use only the tokenizer (they run in DataLoader workers). A frozen tower stays in eval mode (no
+    dropout) while the encoder trains, except its unfrozen blocks (:class:`TunedTower`)."""
 
     def __init__(self, tower: nn.Module, tokenizer, head: nn.Module, pooling: str, max_length: int,
                  frozen: bool = False, trainable_blocks=()):
-        super().__init__()
-        self.tower = tower
-        self.head = head
+        super().__init__(tower, head, frozen, trainable_blocks)
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_length = max_length
-        self._frozen = frozen
-        self._trainable_blocks = list(trainable_blocks)
-
-    def train(self, mode: bool = True):
-        """A frozen tower stays in eval mode (no dropout) while the encoder trains, except its unfrozen blocks."""
-        super().train(mode)
-        if self._frozen:
-            self.tower.eval()
-            for block in self._trainable_blocks:
-                block.train(mode)
-        return self
 
     def preprocess(self, raw, train: bool = False) -> dict:
         """One text -> ``{name: [L] int64}`` (``L <= max_length``); ``train`` changes nothing (no augmentation).
