@@ -85,13 +85,20 @@ def summarise_pairs(metrics: dict, per_pair, prefix: str, trained_pairs, keys=No
         metrics[f"{prefix}/{kind}/{key}"] = float(sum(values) / len(values))
 
 
+def positive_ks(instance, attribute, value):
+    """An attrs validator for the K list of Recall@K: at least one K, each an integer >= 1."""
+    if not value or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in value):
+        raise ValueError(f"'{attribute.name}' must be a non-empty list of integers >= 1 (the K of Recall@K), got "
+                         f"{list(value)!r}")
+
+
 @attrs.frozen
 class RetrievalConfig:
     """``ks``: the K of Recall@K; ``chunk_size``: queries searched at once; ``index``: faiss factory string
-    (``"Flat"`` = exact; see :func:`build_index` for approximate ones) and its ``nprobe``. ``mean_rank`` is always
-    exact."""
+    (``"Flat"`` = exact; see :func:`build_index` for approximate ones; checked when the evaluator is built) and its
+    ``nprobe``. ``mean_rank`` is always exact."""
 
-    ks: list[int] = attrs.field(factory=lambda: [1, 5, 10])
+    ks: list[int] = attrs.field(factory=lambda: [1, 5, 10], validator=positive_ks)
     chunk_size: int = attrs.field(default=4096, validator=attrs.validators.gt(0))
     index: str = "Flat"
     nprobe: int = attrs.field(default=16, validator=attrs.validators.gt(0))
@@ -300,6 +307,30 @@ def _evaluator(function, summary):
     return build
 
 
+def check_index_factory(factory: str, dim: int) -> None:
+    """ConfigError(``index``) unless faiss can make the index ``factory`` for ``dim``-wide vectors (a parse of the
+    string only: nothing is trained). ``"Flat"`` needs no check."""
+    if factory == "Flat":
+        return
+    import re
+
+    import faiss
+
+    try:
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError carrying its C++ source location
+        reason = re.sub(r"^Error in .*? at \S+:\d+: ", "", str(exc).strip()).removeprefix("Error: ")
+        raise ConfigError("index", f"faiss cannot make the index {factory!r} for {dim}-dimensional embeddings: "
+                                   f"{reason}") from None
+
+
+def build_retrieval(config: RetrievalConfig, context: EvaluatorContext | None = None):
+    """The retrieval evaluator; its faiss ``index`` string is checked against the recipe's ``embed_dim``."""
+    if context is not None and context.embed_dim > 0:
+        check_index_factory(config.index, context.embed_dim)
+    return evaluator(lambda split: retrieval(split, config), _retrieval_summary(config))
+
+
 def _retrieval_summary(config: RetrievalConfig) -> tuple:
     return tuple(f"retrieval/{kind}/{key}" for kind in ("trained", "emergent")
                  for key in [*(f"R@{k}" for k in config.ks), "mean_rank"])
@@ -308,7 +339,7 @@ def _retrieval_summary(config: RetrievalConfig) -> tuple:
 @hookimpl
 def mmcore_evaluators():
     return [
-        Component("retrieval", RetrievalConfig, _evaluator(retrieval, _retrieval_summary),
+        Component("retrieval", RetrievalConfig, build_retrieval,
                   "Recall@K and mean rank, every modality pair"),
         Component("prototypes", PrototypesConfig,
                   _evaluator(prototypes, lambda c: ("prototypes/trained/acc", "prototypes/emergent/acc")),

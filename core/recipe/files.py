@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +14,96 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
 from .errors import RecipeError
+from .schema import is_utf8
+
+
+MAX_RECIPE_BYTES = 4 << 20
+"""The largest recipe file read (4 MiB; real recipes are a few KiB): ``/dev/zero`` or a huge file is refused, not read."""
+
+MAX_DEPTH = 32
+"""The deepest nesting of tables and arrays a recipe (or a ``--set`` key and value) may have; real recipes nest 4
+levels. Deeper data would exhaust the parsers' and structurers' recursion."""
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_bounded(path: Path) -> bytes:
+    """The bytes of the regular file ``path``, at most :data:`MAX_RECIPE_BYTES`. Anything else (a FIFO, which
+    would block, a device such as ``/dev/zero``, which never ends) is refused before it is read; the file is opened
+    non-blocking and checked again, so one swapped in between cannot block either. Raises ValueError (the reason)
+    for those and for a file too large, OSError (IsADirectoryError, FileNotFoundError, ...) when it cannot be read."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"not a regular file ({_kind(mode)})")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"not a regular file ({_kind(info.st_mode)})")
+        data = f.read(MAX_RECIPE_BYTES + 1)
+    if len(data) > MAX_RECIPE_BYTES:
+        size = max(info.st_size, len(data))
+        raise ValueError(f"{size:,} bytes is too large for a recipe (at most {MAX_RECIPE_BYTES:,})")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value`` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            deepest = max(deepest, depth)
+            continue
+        deepest = max(deepest, depth + 1)
+        if depth + 1 > MAX_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _too_deep(what: str) -> RecipeError:
+    return RecipeError([f"{what}: nested too deeply (tables and arrays at most {MAX_DEPTH} levels deep)"])
 
 
 def _read_toml(path: Path, chain: tuple) -> dict:
     where = " (extended from " + " -> ".join(str(p) for p in chain) + ")" if chain else ""
+    if not is_utf8(str(path)):
+        raise RecipeError([f"{str(path)!r}: the file name is not valid UTF-8 (the run records it); rename the file"
+                           f"{where}"])
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = read_bounded(path)
     except FileNotFoundError:
         raise RecipeError([f"extends: file not found: {path}{where}" if chain else f"file not found: {path}"])
     except IsADirectoryError:
         raise RecipeError([f"not a file: {path}{where}"])
+    except ValueError as exc:
+        raise RecipeError([f"{'extends: ' if chain else ''}{path}: {exc}{where}"])
+    except OSError as exc:
+        raise RecipeError([f"{'extends: ' if chain else ''}{path}: cannot read it: {exc.strerror or exc}{where}"])
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecipeError([f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})"])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError([f"{path}: not valid TOML: {exc}"])
+    except RecursionError:
+        raise _too_deep(str(path)) from None
+    if _depth(data) > MAX_DEPTH:
+        raise _too_deep(str(path))
     if not data:
         raise RecipeError([f"{path}: empty recipe (expected at least [dataset], [encoders.*] and [anchor])"])
     return data
@@ -48,10 +124,15 @@ def _merge(base: dict, child: dict) -> dict:
 
 def read_recipe_file(path: str | Path, _chain: tuple = ()) -> tuple[dict, list]:
     """Read a recipe and its ``extends`` chain. Returns the merged raw dict and the files read (base first)."""
-    path = Path(path).resolve()
+    try:
+        path = Path(path).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop; a NUL in the name
+        raise RecipeError([f"{'extends: ' if _chain else ''}{str(path)!r}: not a usable file name: {exc}"]) from None
     if path in _chain:
         cycle = " -> ".join(str(p) for p in (*_chain, path))
         raise RecipeError([f"extends: cycle: {cycle}"])
+    if len(_chain) >= MAX_DEPTH:
+        raise RecipeError([f"extends: a chain of more than {MAX_DEPTH} files, from {_chain[0]}"])
     raw = _read_toml(path, _chain)
     parent = raw.pop("extends", None)
     if parent is None:
@@ -66,11 +147,31 @@ def read_recipe_file(path: str | Path, _chain: tuple = ()) -> tuple[dict, list]:
 
 
 def parse_override_value(raw: str) -> Any:
-    """Parse ``raw`` as a TOML value; anything that is not valid TOML is taken as a bare string."""
+    """Parse ``raw`` as a TOML value; a bare word that is not valid TOML is taken as a string (``image``).
+
+    Refused (ValueError, with the reason): a value that parses to more than one key (``1\nx = 2``: a newline
+    would otherwise cut it silently), a bare string spanning lines, a value that starts like an array, table or
+    quoted string but is not one (``[1,``: it would otherwise become a string, reported once per character), and
+    a value nested deeper than :data:`MAX_DEPTH`."""
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+        parsed = tomllib.loads(f"v = {raw}")
+    except tomllib.TOMLDecodeError as exc:
+        if raw.lstrip()[:1] in ("[", "{", '"', "'"):
+            raise ValueError(f"not a valid TOML value: {exc}") from None
+        if "\n" in raw or "\r" in raw:
+            raise ValueError("a bare (unquoted) value cannot span lines; quote it as a TOML string") from None
         return raw
+    except RecursionError:
+        raise ValueError(f"nested too deeply (at most {MAX_DEPTH} levels)") from None
+    if set(parsed) != {"v"}:
+        raise ValueError("one TOML value expected, got more (a newline in the value?)")
+    if _depth(parsed["v"]) > MAX_DEPTH:
+        raise ValueError(f"nested too deeply (at most {MAX_DEPTH} levels)")
+    return parsed["v"]
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def apply_overrides(raw: dict, overrides: list) -> dict:
@@ -88,6 +189,17 @@ def apply_overrides(raw: dict, overrides: list) -> dict:
         if not sep or not key or any(not part for part in key.split(".")):
             problems.append(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. trainer.max_epochs=3")
             continue
+        if not is_utf8(item):
+            problems.append(f"--set {item!r}: not valid UTF-8 (a recipe is UTF-8 text)")
+            continue
+        try:
+            new = parse_override_value(value)
+        except ValueError as exc:
+            problems.append(f"--set {_short(key)}={_short(value)!r}: {exc}")
+            continue
+        if key.count(".") + 1 + _depth(new) > MAX_DEPTH:
+            problems.append(f"--set {_short(key)}: nested too deeply (key and value at most {MAX_DEPTH} levels deep)")
+            continue
         *parents, leaf = key.split(".")
         table = out
         for depth, part in enumerate(parents):
@@ -100,12 +212,11 @@ def apply_overrides(raw: dict, overrides: list) -> dict:
             table = table.setdefault(part, {})
         else:
             if isinstance(table, dict):
-                new = parse_override_value(value)
                 if leaf == "name" and table.get("name", new) != new:
                     table.clear()
                 table[leaf] = new
             elif isinstance(table, list) and leaf.isdigit() and int(leaf) < len(table):
-                table[int(leaf)] = parse_override_value(value)
+                table[int(leaf)] = new
             else:
                 problems.append(f"--set {key}: {'.'.join(parents)} is not a table")
     if problems:

@@ -21,6 +21,51 @@ def _non_negative(instance, attribute, value):
         raise ValueError(f"'{attribute.name}' must be >= 0, got {value}")
 
 
+MAX_SEED = 2**32 - 1
+"""Lightning's ``seed_everything`` (numpy's seed) takes 0 .. 2**32 - 1."""
+
+MAX_NAME_BYTES = 200
+"""A run is ``<output_dir>/<name>-<n>``: file systems take 255 bytes per path component."""
+
+
+def _seed(instance, attribute, value):
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"'{attribute.name}' must be between 0 and {MAX_SEED} (2**32 - 1), got {value}")
+
+
+def is_utf8(value: str) -> bool:
+    """Whether UTF-8 can write ``value``: not so for the surrogate-escaped bytes of a non-UTF-8 file name or
+    command-line argument."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _path_text(instance, attribute, value):
+    """A path setting: no NUL (no file system takes one) and writable as UTF-8 (the run records it)."""
+    if "\0" in value:
+        raise ValueError(f"'{attribute.name}' must not contain a NUL character, got {value!r}")
+    if not is_utf8(value):
+        raise ValueError(f"'{attribute.name}' must be valid UTF-8 text, got {value!r}")
+
+
+def _one_component(instance, attribute, value):
+    """``name`` names the run directory ``<output_dir>/<name>-<n>``, so it is one path component: no separator,
+    not ``.`` or ``..``, no control character, at most :data:`MAX_NAME_BYTES` bytes (``""``: the recipe file's
+    stem). Otherwise a shared recipe could decide where its run lands (``name = "../../x"``)."""
+    _path_text(instance, attribute, value)
+    if "/" in value or "\\" in value or value in (".", ".."):
+        raise ValueError(f"'{attribute.name}' must be one path component (no '/' or '\\', not '.' or '..'), "
+                         f"got {value!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"'{attribute.name}' must not contain control characters (a newline, a tab), got {value!r}")
+    if len(value.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(f"'{attribute.name}' must be at most {MAX_NAME_BYTES} bytes long, got "
+                         f"{len(value.encode('utf-8'))}")
+
+
 @attrs.frozen
 class ComponentSection:
     """A component chosen by ``name`` plus its structured config (an instance of the component's attrs class)."""
@@ -95,9 +140,9 @@ class Recipe:
     optimizer: OptimizerSettings = OptimizerSettings()
     trainer: TrainerSettings = TrainerSettings()
     embed_dim: int = attrs.field(default=128, validator=_positive)
-    seed: int = 0
-    output_dir: str = "runs"
-    name: str = ""
+    seed: int = attrs.field(default=0, validator=_seed)
+    output_dir: str = attrs.field(default="runs", validator=_path_text)
+    name: str = attrs.field(default="", validator=_one_component)
 
     @property
     def modalities(self) -> tuple:
@@ -114,7 +159,7 @@ class _Settings:
     optimizer: OptimizerSettings = OptimizerSettings()
     trainer: TrainerSettings = TrainerSettings()
     embed_dim: int = attrs.field(default=128, validator=_positive)
-    seed: int = 0
-    output_dir: str = "runs"
-    name: str = ""
+    seed: int = attrs.field(default=0, validator=_seed)
+    output_dir: str = attrs.field(default="runs", validator=_path_text)
+    name: str = attrs.field(default="", validator=_one_component)
 

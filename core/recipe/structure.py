@@ -279,10 +279,18 @@ def load_recipe(path: str | Path, overrides: list = (), registry: Registry | Non
     from ..registry import get_registry
 
     raw, files = read_recipe_file(path)
-    raw = apply_overrides(raw, list(overrides))
+    try:
+        raw = apply_overrides(raw, list(overrides))
+    except RecipeError as exc:
+        raise RecipeError(exc.problems, exc.source or str(path)) from None
     recipe = structure_recipe(raw, registry or get_registry(), str(path))
     if not recipe.name:
-        recipe = attrs.evolve(recipe, name=Path(path).stem)
+        try:
+            recipe = attrs.evolve(recipe, name=Path(path).stem)
+        except ValueError as exc:  # the name validator: the stem is not one clean path component
+            reason = str(exc).replace("'name' ", "", 1)
+            raise RecipeError([f"name: the recipe file's name {Path(path).stem!r} cannot name the run ({reason}); "
+                               'set name = "..." in the recipe'], str(path)) from None
     return recipe, files
 
 

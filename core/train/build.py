@@ -99,6 +99,7 @@ def assemble(recipe: Recipe, registry: Registry | None = None) -> tuple[BindingM
     splits = build_dataset(recipe, registry)
     module = build_model(recipe, splits.inputs, splits.observed_pairs, splits.class_names, registry,
                          splits.prompts)
+    check_something_to_train(module, splits.train, recipe, registry)
     data = BindingData(splits, recipe.trainer.batch_size, recipe.trainer.num_workers, recipe.seed,
                        module.collators())
     probe(module, data, recipe, registry)
@@ -129,6 +130,41 @@ def _check_term_names(module: BindingModule, recipe: Recipe, registry: Registry)
                 for name in getattr(module.loss, "per_term", {}) if name not in names]
     if problems:
         raise RecipeError(problems)
+
+
+def _never_present(train, modalities) -> list:
+    """The modalities whose presence mask is all False in the training split, for a split that exposes its masks
+    (``train.present``: modality -> ``[N]``, as :class:`mmcore.TensorSplit` does); ``[]`` when it does not."""
+    present = getattr(train, "present", None)
+    if not isinstance(present, dict):
+        return []
+    try:
+        return [m for m in modalities if m in present and not bool(torch.as_tensor(present[m]).bool().any())]
+    except (TypeError, ValueError, RuntimeError):  # masks of another kind: nothing to say
+        return []
+
+
+def check_something_to_train(module: BindingModule, train, recipe: Recipe, registry: Registry) -> None:
+    """RecipeError unless the anchor strategy trains at least one pair the training split observes
+    (``module.trained_pairs``): otherwise a run would end "successfully" with its weights untouched. The lines
+    name what is missing: modalities never present (when the split exposes its presence masks) or never observed
+    with another one, and no pair observed at all."""
+    if module.trained_pairs:
+        return
+    modalities = recipe.modalities
+    observed = module.observed_pairs
+    absent = _never_present(train, modalities)
+    problems = [f"dataset: modality {m!r} is never present in the training split" for m in absent]
+    if not observed:
+        problems.append(f"dataset: no two modalities of the recipe ({', '.join(modalities)}) are ever observed "
+                        "together in the training split: there is nothing to align")
+    else:
+        problems += [f"dataset: modality {m!r} is never observed together with another modality in the training "
+                     "split" for m in modalities if m not in absent and not any(m in pair for pair in observed)]
+        pairs = ", ".join(sorted("-".join(sorted(p)) for p in observed))
+        problems.append(f"anchor: {_owner(registry, 'anchor_strategies', recipe.anchor.name)} trains none of the "
+                        f"pairs the training split observes ({pairs}): nothing would be trained")
+    raise RecipeError(problems)
 
 
 def probe(module: BindingModule, data: BindingData, recipe: Recipe, registry: Registry | None = None) -> None:
