@@ -13,11 +13,17 @@
 Row ``i`` of every file is sample ``i``. A sample lacks modality ``m`` where ``m.present.npy`` is False: the values of
 such rows are never read into a batch (they may hold anything, NaN included, and come out as zeros). Present rows
 must be finite. Every problem is a :class:`mmcore.ConfigError` on ``path`` that names the file.
+
+Every file is opened once here, by a :class:`~mmcore_features.reader.NpyRows` that records its header and identity;
+the dataset reads through these readers, so a file changed after this check is detected, not read with a stale
+header. Only regular files are opened (a FIFO, a device, a directory is refused by name); a dangling or looping
+symlink is an error, not a missing optional file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import attrs
@@ -26,6 +32,7 @@ import mmcore
 
 RESERVED = ("ids", "labels", "split")
 PRESENT = ".present"
+MAX_CLASSES_JSON = 16 * 2**20  # bytes read from classes.json at most
 
 
 def _bad(path, message: str):
@@ -34,48 +41,72 @@ def _bad(path, message: str):
 
 @attrs.frozen
 class Layout:
-    """The files of a validated directory. ``rows``: N; ``modalities``: name -> ``(features path, presence path or
-    None, width)``; the optional files are paths or None; ``class_names`` from classes.json (or ``()``)."""
+    """The files of a validated directory. ``rows``: N; ``modalities``: name -> ``(features reader, presence reader or
+    None, width)``; the optional files are readers (:class:`~mmcore_features.reader.NpyRows`) or None;
+    ``class_names`` from classes.json (or ``()``). Feature readers use the ``io`` given to :func:`discover`, the 1-D
+    files a memory map."""
 
     root: Path
     rows: int
     modalities: dict
-    ids: Path | None = None
-    labels: Path | None = None
-    split: Path | None = None
+    ids: object = None
+    labels: object = None
+    split: object = None
     class_names: tuple = ()
 
 
-def _open(path: Path):
-    """The header of an ``.npy`` file as a read-only memory map (nothing is read yet)."""
-    import numpy as np
+def _exists(path: Path) -> bool:
+    """Whether anything is at ``path``, a dangling or looping symlink included (opening it then says what is wrong)."""
+    return os.path.lexists(path)
+
+
+def _open(path: Path, io: str = "mmap"):
+    """A reader of ``path`` (header read and checked, identity recorded; no values read yet)."""
+    from .reader import NpyRows
 
     try:
-        array = np.load(path, mmap_mode="r")
-    except ValueError as exc:
-        raise _bad(path, f"cannot be memory-mapped ({exc}); save a plain numeric array with np.save") from exc
-    except OSError as exc:
-        raise _bad(path, f"not a readable .npy file: {exc}") from exc
-    if not isinstance(array, np.ndarray):
-        raise _bad(path, "expected one array saved with np.save, not an .npz archive")
-    if array.ndim >= 2 and array.flags.f_contiguous and not array.flags.c_contiguous:
+        reader = NpyRows(path, io)
+    except mmcore.DataError as exc:
+        raise mmcore.ConfigError("path", str(exc)) from exc
+    if len(reader.shape) >= 2 and reader.fortran:
         raise _bad(path, "stored in Fortran order; save np.ascontiguousarray(x) so that rows are contiguous")
-    return array
+    return reader
 
 
 def _vector(path: Path, rows: int, kinds: str, what: str, reference: Path):
-    array = _open(path)
-    if array.ndim != 1:
-        raise _bad(path, f"expected a 1-D array [{rows}], got shape {array.shape}")
-    if array.dtype.kind not in kinds:
-        raise _bad(path, f"expected {what}, got dtype {array.dtype}")
-    if len(array) != rows:
-        raise _bad(path, f"has {len(array)} rows but {reference.name} has {rows}; row i of every file is sample i")
-    return array
+    reader = _open(path)
+    if len(reader.shape) != 1:
+        raise _bad(path, f"expected a 1-D array [{rows}], got shape {reader.shape}")
+    if reader.dtype.kind not in kinds:
+        raise _bad(path, f"expected {what}, got dtype {reader.dtype}")
+    if len(reader) != rows:
+        raise _bad(path, f"has {len(reader)} rows but {reference.name} has {rows}; row i of every file is sample i")
+    return reader
 
 
-def discover(root, modalities: list | None = None) -> Layout:
-    """Check the directory's files (headers, dtypes, row counts, classes.json) without reading their values."""
+def _class_names(path: Path) -> tuple:
+    """The class names of classes.json: a JSON list of strings (at most :data:`MAX_CLASSES_JSON` bytes, UTF-8)."""
+    from .reader import read_small
+
+    try:
+        text = read_small(path, MAX_CLASSES_JSON).decode("utf-8")
+        names = json.loads(text)
+    except mmcore.DataError as exc:
+        raise mmcore.ConfigError("path", str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise _bad(path, f"not UTF-8 text ({exc})") from exc
+    except RecursionError as exc:
+        raise _bad(path, "not a list of class names: nested too deeply") from exc
+    except ValueError as exc:
+        raise _bad(path, f"not valid JSON: {exc}") from exc
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise _bad(path, "expected a JSON list of class names (strings), index = label")
+    return tuple(names)
+
+
+def discover(root, modalities: list | None = None, io: str = "pread") -> Layout:
+    """Check the directory's files (headers, dtypes, row counts, classes.json) without reading their values; the
+    returned layout holds a reader of each file (features read with ``io``)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise mmcore.ConfigError("path", f"{root} is not a directory (expected one <modality>.npy per modality)")
@@ -99,43 +130,36 @@ def discover(root, modalities: list | None = None) -> Layout:
     first, rows, specs = root / f"{names[0]}.npy", None, {}
     for name in names:
         path = root / f"{name}.npy"
-        array = _open(path)
-        if array.ndim != 2:
-            raise _bad(path, f"expected a 2-D array [rows, features], got shape {array.shape}")
-        if array.dtype.kind != "f":
-            raise _bad(path, f"features must be floating point (float16/32/64), got dtype {array.dtype}; "
+        reader = _open(path, io)
+        if len(reader.shape) != 2:
+            raise _bad(path, f"expected a 2-D array [rows, features], got shape {reader.shape}")
+        if reader.dtype.kind != "f":
+            raise _bad(path, f"features must be floating point (float16/32/64), got dtype {reader.dtype}; "
                              "convert with x.astype(np.float32)")
         if rows is None:
-            rows = array.shape[0]
+            rows = reader.shape[0]
             if rows == 0:
                 raise _bad(path, "has zero rows")
-        elif array.shape[0] != rows:
-            raise _bad(path, f"has {array.shape[0]} rows but {first.name} has {rows}; row i of every file is sample i")
-        if array.shape[1] == 0:
+        elif reader.shape[0] != rows:
+            raise _bad(path, f"has {reader.shape[0]} rows but {first.name} has {rows}; row i of every file is "
+                             "sample i")
+        if reader.shape[1] == 0:
             raise _bad(path, "has zero features per row")
         presence = root / f"{name}{PRESENT}.npy"
-        if presence.exists():
-            _vector(presence, rows, "b", "a bool array (True = the sample has this modality)", first)
-        specs[name] = (path, presence if presence.exists() else None, int(array.shape[1]))
+        mask = (_vector(presence, rows, "b", "a bool array (True = the sample has this modality)", first)
+                if _exists(presence) else None)
+        specs[name] = (reader, mask, int(reader.shape[1]))
 
     optional = {}
     for name, kinds, what in (("ids", "iu", "integer sample ids"), ("labels", "iu", "integer class labels"),
                               ("split", "iu", "integers 0 (train), 1 (val), 2 (test)")):
         path = root / f"{name}.npy"
-        if path.exists():
-            _vector(path, rows, kinds, what, first)
-        optional[name] = path if path.exists() else None
+        optional[name] = _vector(path, rows, kinds, what, first) if _exists(path) else None
 
     class_names = ()
     classes = root / "classes.json"
-    if classes.exists():
+    if _exists(classes):
         if optional["labels"] is None:
             raise _bad(classes, "class names need labels.npy")
-        try:
-            class_names = json.loads(classes.read_text())
-        except ValueError as exc:
-            raise _bad(classes, f"not valid JSON: {exc}") from exc
-        if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
-            raise _bad(classes, "expected a JSON list of class names (strings), index = label")
-        class_names = tuple(class_names)
+        class_names = _class_names(classes)
     return Layout(root, rows, specs, class_names=class_names, **optional)

@@ -8,7 +8,9 @@ every row (1 byte per row) and the ids (8 bytes per row, to check they are uniqu
 Splits: ``split.npy`` when the directory has one, else a seeded random split by ``val_fraction`` and
 ``test_fraction``. The pairing plan (``observed_pairs``) is read from the presence files of the training rows.
 ``check_values`` scans every present row for NaN/inf once at build time (bounded memory, about the time of reading
-the files once); with ``false`` the check happens batch by batch as rows are read.
+the files once); every batch is checked again as its rows are read (a bad row met in training stops the run with
+:class:`mmcore.DataError`, exit 1). Each file is opened once, at build, and checked before every read to be still the
+same file (:mod:`mmcore_features.reader`).
 """
 
 from __future__ import annotations
@@ -60,27 +62,35 @@ def random_split(rows: int, val_fraction: float, test_fraction: float, seed: int
 
 
 def build_features(config: FeaturesConfig, context=None):
+    """The splits of the directory; a file that changes while being checked here is a recipe error naming it."""
+    try:
+        return _build(config)
+    except mmcore.DataError as exc:
+        raise mmcore.ConfigError("path", str(exc)) from exc
+
+
+def _build(config: FeaturesConfig):
     import numpy as np
 
     from . import checks
     from .stream import FeatureSplit
 
-    layout = discover(config.path, config.modalities)
+    layout = discover(config.path, config.modalities, config.io)
     checks.load_ids(layout)  # unique ids (raises naming ids.npy)
     num_classes = checks.check_labels(layout) if layout.labels is not None else 0
     if config.check_values:
-        checks.check_finite(layout, config.io)
+        checks.check_finite(layout)
     if layout.split is not None:
         split = checks.load_split(layout)
     else:
         split = random_split(layout.rows, config.val_fraction, config.test_fraction, config.seed)
-    parts = {name: FeatureSplit(layout, np.flatnonzero(split == k), config.io)
+    parts = {name: FeatureSplit(layout, np.flatnonzero(split == k))
              for k, name in enumerate(("train", "val", "test"))}
     class_names = layout.class_names or tuple(f"class {k}" for k in range(num_classes))
     return mmcore.DatasetSplits(
         train=parts["train"], val=parts["val"], test=parts["test"],
         inputs={m: spec[2] for m, spec in layout.modalities.items()},
-        observed_pairs=checks.observed_pairs(layout, split, config.io),
+        observed_pairs=checks.observed_pairs(layout, split),
         class_names=class_names,
     )
 

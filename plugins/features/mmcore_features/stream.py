@@ -18,35 +18,40 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .reader import NpyRows
+import mmcore
 
 
 class FeatureSplit(Dataset):
-    """The samples at file rows ``rows`` (``[n]`` int64) of a validated :class:`~mmcore_features.layout.Layout`."""
+    """The samples at file rows ``rows`` (``[n]`` int64) of a validated :class:`~mmcore_features.layout.Layout`,
+    read through the layout's readers (which check before each read that their file has not changed)."""
 
-    def __init__(self, layout, rows, io: str = "pread"):
+    def __init__(self, layout, rows):
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.features = {m: NpyRows(spec[0], io) for m, spec in layout.modalities.items()}
-        # 1-D files (1 to 8 bytes a row) are memory-mapped whatever ``io`` says: one read per row would cost more
-        # than the row, and all of them together stay small next to the features (see the module docstring)
-        self.presence = {m: NpyRows(spec[1], "mmap") for m, spec in layout.modalities.items() if spec[1] is not None}
-        self.ids = NpyRows(layout.ids, "mmap") if layout.ids is not None else None
-        self.labels = NpyRows(layout.labels, "mmap") if layout.labels is not None else None
+        self.features = {m: spec[0] for m, spec in layout.modalities.items()}
+        # 1-D files (1 to 8 bytes a row) are memory-mapped whatever ``io`` says (see layout.discover): one read per
+        # row would cost more than the row, and all of them together stay small next to the features
+        self.presence = {m: spec[1] for m, spec in layout.modalities.items() if spec[1] is not None}
+        self.ids = layout.ids
+        self.labels = layout.labels
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def get_batch(self, indices) -> dict:
+        """The batch of ``indices`` (positions in this split). Raises :class:`mmcore.DataError` naming the file for
+        a present row that is not finite in float32, and for a file changed since the build."""
         wanted = self.rows[np.asarray(indices, dtype=np.int64)]
         rows, back = np.unique(wanted, return_inverse=True)  # sorted, unique; rows[back] == wanted
         inputs, present = {}, {}
         for m, reader in self.features.items():
             mask = self.presence[m].read(rows) if m in self.presence else np.ones(len(rows), dtype=bool)
-            x = reader.read(rows).astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+                x = reader.read(rows).astype(np.float32, copy=False)
             x[~mask] = 0.0
             if not np.isfinite(x).all():
                 bad = int(rows[~np.isfinite(x).all(1)][0])
-                raise ValueError(f"{reader.path}: row {bad} is present but holds NaN or infinite values")
+                raise mmcore.DataError(f"{reader.path}: row {bad} is present but holds NaN, infinite or "
+                                       "out-of-float32-range values")
             inputs[m] = torch.from_numpy(x[back])
             present[m] = torch.from_numpy(mask[back])
         ids = self.ids.read(rows).astype(np.int64) if self.ids is not None else rows
