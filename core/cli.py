@@ -30,47 +30,109 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
-    from .recipe import RecipeError, load_recipe
-    from .runs.directory import RunDirectoryError, make_run_dir
-    from .runs.train import train
-    from .contracts import DataError, data_error_message
-    from .train.module import NonFiniteLoss
+    """``mmcore run``. Everything is checked before anything is written: the recipe, its components (built and
+    probed), the trainer settings, ``--out`` (an existing run is replaced only with ``--overwrite``, only once the
+    new run has started) and, for ``--resume``, the changes ``--set`` makes and the checkpoint to continue from."""
+    from .recipe import RecipeError, load_recipe, recipe_to_dict
+    from .runs.directory import (RunDirectoryError, check_replaceable, launcher_rank, lock_run_dir, make_run_dir,
+                                 refused_resume_changes, restore, set_aside, unlock_run_dir)
 
     if bool(args.recipe) == bool(args.resume):
         return _error("give a RECIPE to start a run, or --resume RUN_DIR to continue one (not both)")
+    if args.resume and (args.out or args.overwrite):
+        return _error("--resume continues RUN_DIR in place; --out and --overwrite do not apply to it")
+    leader = launcher_rank() == 0  # DDP children re-run this command: rank 0 alone checks, locks and replaces
+    replaced = aside = resume_from = run_dir = None
     try:
         if args.resume:
             run_dir = Path(args.resume)
             if not (run_dir / "recipe.toml").is_file():
                 return _error(f"{run_dir} is not an mmcore run directory (no recipe.toml)")
+            if leader:
+                lock_run_dir(run_dir)
+            stored, _ = load_recipe(run_dir / "recipe.toml")
             recipe, sources = load_recipe(run_dir / "recipe.toml", args.set)
+            refused = refused_resume_changes(recipe_to_dict(stored), recipe_to_dict(recipe))
+            if refused:
+                raise RunDirectoryError(
+                    "--resume cannot change what the checkpoint depends on or continues: " + "; ".join(refused)
+                    + f"; start a new run instead: mmcore run {run_dir / 'recipe.toml'} --set ... --out NEW_DIR")
         else:
+            if args.out is not None and leader:
+                replaced = check_replaceable(args.out, args.overwrite)  # before the slow part: a typo'd --out
             recipe, sources = _load(args)
         # every component is built (and checked) before anything is written
         built = _assembled(recipe, run_dir / "recipe.toml" if args.resume else args.recipe)
-        if not args.resume:
-            run_dir = make_run_dir(recipe, args.out, args.overwrite)
-    except (RecipeError, RunDirectoryError) as exc:
-        return _error(exc)
-    except OSError as exc:
-        return _error(f"cannot create the run directory: {exc}")
+        if args.resume:
+            from .runs.checkpoints import resume_checkpoint
+
+            resume_from, note = resume_checkpoint(run_dir)
+            if note:
+                print(f"mmcore: {note}", file=sys.stderr)
+        else:
+            aside = set_aside(replaced) if replaced is not None else None
+            try:
+                run_dir = make_run_dir(recipe, args.out)
+                if leader:
+                    lock_run_dir(run_dir)
+            except BaseException:
+                if aside is not None:
+                    restore(aside, replaced)
+                raise
+    except (RecipeError, RunDirectoryError, OSError) as exc:
+        if run_dir is not None:
+            unlock_run_dir(run_dir)
+        return _error(exc if not isinstance(exc, OSError) else f"cannot create the run directory: {exc}")
+    if aside is not None:
+        print(f"mmcore: replacing the run in {run_dir} (the old one is kept as {aside.name} until training "
+              "starts)", file=sys.stderr)
+    from .runs.directory import HandOver
+
+    handover = HandOver(aside)
+    try:
+        return _train_and_report(args, recipe, sources, run_dir, built, resume_from, handover)
+    finally:
+        handover.settle(run_dir)
+        unlock_run_dir(run_dir)
+
+
+def _train_and_report(args, recipe, sources, run_dir, built, resume_from, handover) -> int:
+    """``mmcore run`` once everything is checked: train into ``run_dir``, print the summary metrics."""
+    from .contracts import DataError, data_error_message
+    from .runs.directory import RunDirectoryError
+    from .runs.train import train
+    from .train.module import NonFiniteLoss
+
     print(f"mmcore: run directory {run_dir}", file=sys.stderr)
     resume_hint = f"resume with: mmcore run --resume {run_dir}"
     try:
-        metrics = train(recipe, sources, run_dir, module_data=built, resume=bool(args.resume))
+        metrics = train(recipe, sources, run_dir, module_data=built, resume=resume_from or False,
+                        callbacks=handover.callbacks())
     except RunDirectoryError as exc:
         return _error(exc)
     except NonFiniteLoss as exc:
         print(f"mmcore: stopped: {exc}", file=sys.stderr)
         return 1
     except DataError as exc:
-        print(f"mmcore: stopped: bad input data: {data_error_message(exc)}; checkpoints kept in "
-              f"{run_dir / 'checkpoints'}; fix the data, then {resume_hint}", file=sys.stderr)
+        print(f"mmcore: stopped: bad input data: {data_error_message(exc)}; "
+              f"{_after_stop(run_dir, resume_hint, 'fix the data, then ')}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, SystemExit) as exc:
         code = 143 if type(exc).__name__ == "SIGTERMException" else 130
-        print(f"mmcore: interrupted; checkpoints kept in {run_dir / 'checkpoints'}; {resume_hint}", file=sys.stderr)
+        print(f"mmcore: interrupted; {_after_stop(run_dir, resume_hint)}", file=sys.stderr)
         return code
+    except OSError as exc:  # a full disk, an I/O error, a file that vanished: not a bug, no traceback
+        what = exc.strerror or data_error_message(exc) or type(exc).__name__  # no DataLoader worker traceback
+        print(f"mmcore: stopped: {what}{f' ({exc.filename})' if exc.filename else ''}; "
+              f"{_after_stop(run_dir, resume_hint, 'fix that, then ')}", file=sys.stderr)
+        return 1
+    except Exception:  # a bug: its traceback, then how to go on
+        import traceback
+
+        traceback.print_exc()
+        print(f"mmcore: stopped by an unexpected error (a bug: please report it with the traceback above); "
+              f"{_after_stop(run_dir, resume_hint)}", file=sys.stderr)
+        return 1
     from .use.report import HEATMAP_SKIPPED, declared_summary, has_retrieval, have_matplotlib, summary_keys
 
     _print_metrics(metrics, args.all_metrics, summary_keys(metrics, declared_summary(run_dir)))
@@ -78,6 +140,19 @@ def cmd_run(args) -> int:
         print(f"mmcore: {HEATMAP_SKIPPED}", file=sys.stderr)
     print(f"mmcore: wrote {run_dir / 'metrics.json'}; watch with: tensorboard --logdir {run_dir}", file=sys.stderr)
     return 0
+
+
+def _after_stop(run_dir: Path, resume_hint: str, then: str = "") -> str:
+    """What a stopped run leaves: its checkpoints and ``resume_hint`` (prefixed with ``then``), or, when it wrote
+    no whole checkpoint, that there is nothing to resume: the hint printed is never one ``--resume`` refuses."""
+    from .runs.checkpoints import resume_checkpoint
+    from .runs.directory import RunDirectoryError
+
+    try:
+        resume_checkpoint(run_dir)
+    except (RunDirectoryError, OSError):
+        return f"no checkpoint was written, so there is nothing to resume: {then}start the run again"
+    return f"checkpoints kept in {run_dir / 'checkpoints'}; {then}{resume_hint}"
 
 
 def _print_metrics(metrics: dict, everything: bool = False, summary=()) -> None:
@@ -90,11 +165,15 @@ def _print_metrics(metrics: dict, everything: bool = False, summary=()) -> None:
 
 
 def _assembled(recipe, path):
-    """:func:`mmcore.train.build.assemble`, its recipe errors naming the recipe file."""
+    """:func:`mmcore.train.settings.check_trainer` (Lightning accepts ``[trainer]`` here), then
+    :func:`mmcore.train.build.assemble`; their recipe errors name the recipe file. ``validate`` and ``run`` both
+    call it before anything is written."""
     from .recipe import RecipeError
     from .train.build import assemble
+    from .train.settings import check_trainer
 
     try:
+        check_trainer(recipe)
         return assemble(recipe)
     except RecipeError as exc:
         if exc.source:
@@ -159,17 +238,16 @@ def cmd_plugins(args) -> int:
 
 def cmd_eval(args) -> int:
     from .runs.evaluate import evaluate_run
-    from .runs.load import RunLoadError
 
-    try:
+    def work() -> int:
         metrics = evaluate_run(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.set)
-    except RunLoadError as exc:
-        return _error(exc)
-    if args.json:
-        print(json.dumps(metrics, indent=2, sort_keys=True))
-    else:
-        _print_metrics(metrics, everything=True)
-    return 0
+        if args.json:
+            print(json.dumps(metrics, indent=2, sort_keys=True))
+        else:
+            _print_metrics(metrics, everything=True)
+        return 0
+
+    return _use_command(work)
 
 
 def cmd_report(args) -> int:
@@ -198,10 +276,10 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _load_model(run_dir: str):
+def _load_model(run_dir: str, checkpoint: str = "last"):
     from .runs.load import load
 
-    return load(run_dir)
+    return load(run_dir, checkpoint)
 
 
 def _use_errors():
@@ -211,71 +289,137 @@ def _use_errors():
     return (OutputExists, RunLoadError, FileNotFoundError, ValueError, KeyError)
 
 
-def cmd_embed(args) -> int:
-    from .use.deploy import embed_file
+class _Terminated(BaseException):
+    """SIGTERM during a use command, raised so that its temporary output is removed on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def _use_command(work) -> int:
+    """Run a use command's ``work()`` (eval, embed, index, search, export) -> its exit status. Bad input: exit 2
+    and ``mmcore: error: ...``; a full disk or an I/O error: exit 1 and ``mmcore: stopped: ...``; SIGTERM or
+    Ctrl-C: 143 or 130. However it ends, a temporary output is removed and nothing is left half-written.
+    ``IndexWarning``s are printed as ``mmcore: warning: ...``."""
+    import errno
+    import signal
+    import warnings
+
+    from .use.deploy import IndexWarning
 
     try:
-        out = embed_file(_load_model(args.run_dir), args.modality, Path(args.input), Path(args.out),
-                         args.batch_size, args.overwrite)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            return work()
     except _use_errors() as exc:
         return _error(exc)
-    print(f"{args.out}: {out.shape[0]} x {out.shape[1]} embeddings of {args.modality}", file=sys.stderr)
-    return 0
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            print(f"mmcore: stopped: {exc}; nothing was written", file=sys.stderr)
+            return 1
+        return _error(exc)
+    except _Terminated:
+        print("mmcore: stopped: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("mmcore: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        for w in caught:
+            if issubclass(w.category, IndexWarning):
+                print(f"mmcore: warning: {w.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _positive(args, *names) -> None:
+    """``ValueError`` for a numeric option of ``args`` (``batch_size`` is ``--batch-size``) below 1."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            flag = f"-{name}" if len(name) == 1 else f"--{name.replace('_', '-')}"
+            raise ValueError(f"{flag} must be a positive integer, got {value}")
+
+
+def cmd_embed(args) -> int:
+    from .use.deploy import check_output_file, embed_file
+
+    def work() -> int:
+        _positive(args, "batch_size")
+        check_output_file(args.out, args.overwrite)  # before the run is loaded
+        out = embed_file(_load_model(args.run_dir), args.modality, Path(args.input), Path(args.out),
+                         args.batch_size, args.overwrite)
+        print(f"{args.out}: {out.shape[0]} x {out.shape[1]} embeddings of {args.modality}", file=sys.stderr)
+        return 0
+
+    return _use_command(work)
 
 
 def cmd_index(args) -> int:
-    from .use.deploy import build_index_dir
+    from .use.deploy import build_index_dir, check_index_out
 
-    try:
+    def work() -> int:
+        _positive(args, "batch_size", "nprobe")
+        check_index_out(args.out, args.overwrite)  # before the run is loaded
         meta = build_index_dir(_load_model(args.run_dir), args.modality, Path(args.input), Path(args.out),
                                args.factory, args.nprobe, Path(args.ids) if args.ids else None, args.batch_size,
                                args.overwrite)
-    except _use_errors() as exc:
-        return _error(exc)
-    print(json.dumps(meta, indent=2))
-    return 0
+        print(json.dumps(meta, indent=2))
+        return 0
+
+    return _use_command(work)
 
 
 def cmd_search(args) -> int:
-    import numpy as np
+    def work() -> int:
+        import numpy as np
 
-    from .use.deploy import search_index
+        from .use.deploy import atomic_output, check_output_file, search_index
 
-    from .use.deploy import item_names
-
-    try:
+        _positive(args, "k", "batch_size")
+        if args.out:
+            check_output_file(args.out, args.overwrite)  # before the run is loaded
         model = _load_model(args.run)
         queries = Path(args.queries)
         spec = model.inputs.get(args.modality)
         if spec is not None and spec.media == "text" and not queries.exists():
             queries = [args.queries]  # a typed query: `mmcore search INDEX --run RUN --modality text "a dog barking"`
-        ids, scores = search_index(Path(args.index_dir), model, args.modality, queries, args.k, args.batch_size)
-        names = item_names(Path(args.index_dir))
-    except _use_errors() as exc:
-        return _error(exc)
-    if args.out:
-        if Path(args.out).exists() and not args.overwrite:
-            return _error(f"{args.out} already exists; pass --overwrite or choose another --out")
-        np.savez(args.out, ids=ids, scores=scores)
-    else:
+        ids, scores, names = search_index(Path(args.index_dir), model, args.modality, queries, args.k,
+                                          args.batch_size)
+        if args.out:
+            with atomic_output(Path(args.out), suffix=".npz") as tmp:
+                np.savez(tmp, ids=ids, scores=scores)
+            return 0
         for i, (row_ids, row_scores) in enumerate(zip(ids, scores)):
-            found = [names[j] if names is not None and 0 <= j < len(names) else j for j in row_ids]
-            print(f"{i}\t" + "\t".join(f"{j}:{v:.4f}" for j, v in zip(found, row_scores)))
-    return 0
+            found = row_ids if names is None else names[i]
+            print(f"{i}\t" + "\t".join(f"{j}:{v:.4f}" for j, v in zip(found, row_scores) if np.isfinite(v)))
+        return 0
+
+    return _use_command(work)
 
 
 def cmd_export(args) -> int:
-    from .use.deploy import export_encoders
+    from .use.deploy import check_export_out, export_encoders
 
-    try:
-        files = export_encoders(_load_model(args.run_dir), args.format, Path(args.out), args.overwrite)
-    except ImportError as exc:
-        return _error(f"--format {args.format} needs an extra package: {exc.name or exc} (pip install it)")
-    except _use_errors() as exc:
-        return _error(exc)
-    for path in files:
-        print(path)
-    return 0
+    def work() -> int:
+        check_export_out(args.out, args.overwrite)  # before the run is loaded
+        try:
+            files = export_encoders(_load_model(args.run_dir), args.format, Path(args.out), args.overwrite)
+        except ImportError as exc:
+            raise ValueError(f"--format {args.format} needs an extra package: {exc.name or exc} (pip install it)")
+        for path in files:
+            print(path)
+        return 0
+
+    return _use_command(work)
 
 
 def cmd_new_plugin(args) -> int:
@@ -331,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="re-run a trained run's evaluators on its checkpoint")
     p.add_argument("run_dir", help="a run directory written by `mmcore run`")
-    p.add_argument("--checkpoint", default="last.ckpt", help="file name under RUN_DIR/checkpoints")
+    p.add_argument("--checkpoint", default="last", help="last (default), best (the best by validation loss), or "
+                   "a file name under RUN_DIR/checkpoints")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.add_argument("--set", action="append", default=[], metavar="dataset.KEY=VALUE",
                    help="change a dataset setting of the run's recipe, e.g. --set dataset.path=NEW_DIR when the "
@@ -397,24 +542,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plugin_commands(sub) -> None:
-    """Let plugins add subcommands; a plugin whose hook fails is reported and skipped."""
-    from .registry import get_registry
+    """Let plugins add subcommands. Each hook runs at the plugin boundary (:func:`mmcore.registry.run_plugin_code`:
+    its stdout to stderr, any BaseException or a hang is its failure); a plugin whose hook fails, or that takes or
+    replaces a command already there (a core command such as ``run``), is reported on stderr and in ``mmcore
+    plugins``, and the commands already there stay what they were."""
+    from .registry import PluginCodeError, get_registry, plugin_timeout, run_plugin_code
 
+    timeout = plugin_timeout()
     for record, add_commands in get_registry().command_hooks:
+        before = dict(sub.choices)
+        problems = []
         try:
-            add_commands(subparsers=sub)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the CLI down
-            print(f"mmcore: warning: plugin {record.distribution} failed to add its commands: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            run_plugin_code(lambda f=add_commands: f(subparsers=sub), "adding its commands", timeout)
+        except PluginCodeError as exc:
+            problems.append(str(exc))
+        replaced = sorted(name for name, parser in before.items() if sub.choices.get(name) is not parser)
+        sub.choices.update({name: before[name] for name in replaced})
+        if replaced:
+            problems.insert(0, f"it replaced the command(s) {', '.join(replaced)}, which stay as they were")
+        if problems:
+            record.error = f"failed to add its commands: {'; '.join(problems)}"
+            print(f"mmcore: warning: plugin {record.distribution} {record.error}", file=sys.stderr)
+
+
+CHECKPOINT_COMMANDS = frozenset({"eval", "embed", "index", "search", "export"})
+"""Commands that load a run's checkpoint (and ``run --resume``)."""
+
+
+def _loads_checkpoints(argv: list) -> bool:
+    """Whether the command line ``argv`` loads checkpoints: ``run`` with ``--resume`` (or an abbreviation of it,
+    which argparse accepts), or one of :data:`CHECKPOINT_COMMANDS`."""
+    words = [str(a) for a in argv]
+    if words[:1] == ["run"]:
+        return any(len(w.split("=")[0]) > 2 and "--resume".startswith(w.split("=")[0]) for w in words[1:])
+    return bool(words) and words[0] in CHECKPOINT_COMMANDS
 
 
 def main(argv: list | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if _loads_checkpoints(sys.argv[1:] if argv is None else argv):
+        # takes its reference to the real torch.load before build_parser imports the plugins (not for the other
+        # commands: torch's import would slow down --help and validate)
+        from .runs import checkpoints  # noqa: F401
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while plugins load: nothing was started
+        print("mmcore: interrupted", file=sys.stderr)
+        return 130
     try:
         return args.func(args)
     except BrokenPipeError:  # `mmcore search ... | head`: the reader left; not an error
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:  # Ctrl-C outside training (which stops with a checkpoint and its own message)
+        print("mmcore: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Writing output files safely: atomic writes, and claiming an output path that may already exist.
 
 A reader (or a kill) never sees a half-written file: everything is written under a temporary name in the same
-directory (``.<name>.tmp-<pid>``) and renamed into place with one ``os.replace``. An existing output is never
-replaced unless the caller was asked to (``--overwrite``), and then only once the new one is complete.
+directory (``.<name>.tmp-<pid>``: the rename never becomes a copy across filesystems) and renamed into place with
+one ``os.replace``; the directory is then fsync'ed, so that the rename survives a power cut. An existing output is
+never replaced unless the caller was asked to (``--overwrite``), and then only once the new one is complete.
 
     import mmcore
 
@@ -16,7 +17,9 @@ replaced unless the caller was asked to (``--overwrite``), and then only once th
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -27,6 +30,34 @@ class OutputExists(Exception):
 
 def _temporary(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+
+
+TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)(?P<suffix>\.\w+)?")
+"""The names :func:`atomic_output` gives its temporary files: ``.<name>.tmp-<pid>[<suffix>]``."""
+
+
+def temporary_target(path: str | Path) -> str | None:
+    """The name of the output a temporary file of :func:`atomic_output` was to become (``".last.ckpt.tmp-12"``
+    -> ``"last.ckpt"``), or None when ``path`` is not named like one."""
+    found = TEMPORARY_NAME.fullmatch(Path(path).name)
+    return found["name"] if found else None
+
+
+def fsync_directory(path: str | Path) -> None:
+    """Make the entries of directory ``path`` (a rename into it) durable: fsync the directory itself (POSIX).
+    A no-op where a directory cannot be opened or synced (Windows, some network filesystems); real I/O errors
+    are raised."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _remove(path: Path) -> None:
@@ -54,9 +85,10 @@ def check_output(path: str | Path, overwrite: bool = False, empty_dir_ok: bool =
 @contextlib.contextmanager
 def atomic_output(path: str | Path, directory: bool = False, suffix: str = ""):
     """Yield a temporary path next to ``path`` (an empty directory when ``directory``) to write the output into;
-    when the block ends it replaces ``path`` (a file or directory already there is removed) by one rename. On an
-    exception the temporary path is removed and ``path`` is left as it was. ``suffix`` ends the temporary name
-    (``".npy"`` for writers that insist on one). Check ``path`` first with :func:`check_output`."""
+    when the block ends it replaces ``path`` (a file or directory already there is removed) by one rename, and
+    the parent directory is fsync'ed. On an exception the temporary path is removed and ``path`` is left as it
+    was. ``suffix`` ends the temporary name (``".npy"`` for writers that insist on one). Check ``path`` first with
+    :func:`check_output`; flushing and fsyncing what is written into the temporary path is the caller's part."""
     path = Path(path)
     tmp = _temporary(path, suffix)
     _remove(tmp)
@@ -72,6 +104,7 @@ def atomic_output(path: str | Path, directory: bool = False, suffix: str = ""):
     except BaseException:
         _remove(tmp)
         raise
+    fsync_directory(path.parent)
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

@@ -38,11 +38,13 @@ def launcher_rank() -> int:
 
 
 def make_run_dir(recipe: Recipe, out: str | Path | None = None, overwrite: bool = False) -> Path:
-    """A fresh run directory: ``--out DIR`` (refused if it holds anything, unless ``overwrite``), else the first
-    free ``<output_dir>/<recipe name>-<n>``.
+    """A fresh run directory: ``--out DIR`` (refused if it holds anything, unless ``overwrite`` and it holds a run
+    that :func:`check_replaceable` allows replacing: that run is deleted), else the first free
+    ``<output_dir>/<recipe name>-<n>``.
 
     Only rank 0 chooses. Other ranks use the directory rank 0 exported (Lightning's DDP launcher starts them
     after the choice) or ``--out``; processes started independently by torchrun or SLURM must be given ``--out``.
+    The CLI replaces a run more carefully (:func:`set_aside`: the old run is kept until the new one has started).
     """
     if launcher_rank() > 0:
         if os.environ.get(RUN_DIR_ENV):
@@ -52,19 +54,16 @@ def make_run_dir(recipe: Recipe, out: str | Path | None = None, overwrite: bool 
                                      "process the same run directory with --out DIR")
         Path(out).mkdir(parents=True, exist_ok=True)
         return Path(out)
-    path = _fresh_run_dir(recipe, out, overwrite)
+    if out is not None and check_replaceable(out, overwrite) is not None:
+        shutil.rmtree(out)
+    path = _fresh_run_dir(recipe, out)
     os.environ[RUN_DIR_ENV] = str(path.resolve())
     return path
 
 
-def _fresh_run_dir(recipe: Recipe, out: str | Path | None, overwrite: bool) -> Path:
+def _fresh_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
     if out is not None:
         path = Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            if not overwrite:
-                raise RunDirectoryExists(
-                    f"{path} already exists and is not empty; pass --overwrite to replace it, or choose another --out")
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
         path.mkdir(parents=True, exist_ok=True)
         return path
     base = Path(recipe.output_dir)
@@ -72,11 +71,183 @@ def _fresh_run_dir(recipe: Recipe, out: str | Path | None, overwrite: bool) -> P
     n = 1
     while True:
         path = base / f"{recipe.name}-{n}"
+        if path.resolve().parent != base.resolve():  # the schema allows one path component only; never trust it
+            raise RunDirectoryError(f"name: {recipe.name!r} would put the run outside output_dir {base}")
         try:
             path.mkdir()
             return path
         except FileExistsError:
             n += 1
+
+
+RUN_ENTRIES = frozenset({
+    "recipe.toml", "sources", "plugins.json", "environment.json", "model.json", "metrics.json", "pairs.json", "checkpoints", "tb", "recall_heatmap.png", "embeddings_2d.png",
+    ".write-test",
+})
+"""Everything ``mmcore run`` writes at the top of a run directory; ``--overwrite`` replaces only such folders."""
+
+
+def foreign_entries(path: Path) -> list:
+    """Names in ``path`` that ``mmcore run`` did not write (besides its own ``.<name>.tmp-<pid>`` files)."""
+    return sorted(p.name for p in Path(path).iterdir()
+                  if p.name not in RUN_ENTRIES and not (p.name.startswith(".") and ".tmp-" in p.name))
+
+
+def check_replaceable(out: str | Path, overwrite: bool) -> Path | None:
+    """Check ``--out`` before anything is built or written. Returns the existing run to replace (``overwrite``
+    and ``out`` holds one), else None (``out`` is free, or an empty directory). Raises
+    :class:`RunDirectoryExists` when ``out`` holds something and ``overwrite`` is false, and
+    :class:`RunDirectoryError` when ``overwrite`` would delete what is not a finished or stopped run: a file, a
+    folder with files mmcore did not write, the working directory or one above it, a run still training."""
+    path = Path(out)
+    if not (path.exists() or path.is_symlink()) or (path.is_dir() and not path.is_symlink()
+                                                     and not any(path.iterdir())):
+        return None
+    if not overwrite:
+        raise RunDirectoryExists(
+            f"{path} already exists and is not empty; pass --overwrite to replace it, or choose another --out")
+    if path.is_symlink() or not path.is_dir():
+        raise RunDirectoryError(f"--overwrite replaces only a run directory; {path} is "
+                                f"{'a symbolic link' if path.is_symlink() else 'a file'}: remove it yourself")
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        raise RunDirectoryError(f"--overwrite would delete {path}, the working directory"
+                                f"{'' if path.resolve() == here else ' or a folder above it'}; choose another --out")
+    if not (path / "recipe.toml").is_file():
+        raise RunDirectoryError(f"--overwrite replaces only a run directory; {path} holds no recipe.toml (it is not "
+                                "an mmcore run): remove it yourself or choose another --out")
+    foreign = foreign_entries(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise RunDirectoryError(f"--overwrite would delete files in {path} that mmcore did not write ({shown}); "
+                                "move them or choose another --out")
+    check_unlocked(path)
+    return path
+
+
+def set_aside(run: Path) -> Path:
+    """Rename the run ``--overwrite`` replaces to a hidden sibling, so that the new run starts in an empty folder
+    while the old one can still come back (:func:`restore`); :func:`discard` deletes it once training started."""
+    aside = run.with_name(f".{run.name}.replaced-{os.getpid()}")
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(run, aside)
+    return aside
+
+
+def restore(aside: Path, run: Path) -> None:
+    """Put back a run set aside: the new run's folder (made by this process, not started) is removed first."""
+    if run.is_dir():
+        shutil.rmtree(run)
+    os.replace(aside, run)
+
+
+def discard(aside: Path) -> None:
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+class HandOver:
+    """The replacement of a run set aside by ``--overwrite`` (:func:`set_aside`; ``aside`` None when nothing is
+    replaced): once training has started the old run is deleted; when the new one fails before that, it comes
+    back (:meth:`settle`, called however ``mmcore run`` ends)."""
+
+    def __init__(self, aside: Path | None):
+        self.aside = aside
+        self.started = False
+
+    def callbacks(self) -> list:
+        """A Lightning callback that discards the old run at ``on_train_start`` (none when nothing is replaced)."""
+        if self.aside is None:
+            return []
+        import lightning as L
+
+        handover = self
+
+        class DiscardReplacedRun(L.Callback):
+            def on_train_start(self, trainer, module) -> None:
+                handover.started = True
+                discard(handover.aside)
+
+        return [DiscardReplacedRun()]
+
+    def settle(self, run_dir: Path) -> None:
+        if self.aside is None or not self.aside.exists():
+            return
+        if self.started:
+            discard(self.aside)
+        else:
+            restore(self.aside, run_dir)
+            print(f"mmcore: the new run did not start; the run that was in {run_dir} is back", file=sys.stderr)
+
+
+_LOCKS: dict = {}
+"""Open file descriptors of the run directories this process holds locked (released when it exits)."""
+
+
+def _try_lock(path: Path):
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; a second trainer is not detected there
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirectoryError(f"{path} is in use by another mmcore process (a run still training or resuming "
+                                "there); wait for it to end, or stop it first") from None
+    return fd
+
+
+def lock_run_dir(path: str | Path) -> None:
+    """Hold an exclusive advisory lock (``flock``) on the run directory until :func:`unlock_run_dir`, so that a
+    second ``--resume`` or ``--overwrite`` of a run that is still training is refused instead of putting two
+    trainers in one folder. The lock goes with the process, however it ends (SIGKILL included)."""
+    key = str(Path(path).resolve())
+    if key not in _LOCKS:
+        _LOCKS[key] = _try_lock(Path(path))
+
+
+def unlock_run_dir(path: str | Path) -> None:
+    fd = _LOCKS.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def check_unlocked(path: str | Path) -> None:
+    """Raise :class:`RunDirectoryError` when another process holds ``path``'s lock."""
+    if str(Path(path).resolve()) in _LOCKS:
+        return
+    fd = _try_lock(Path(path))
+    if fd is not None:
+        os.close(fd)
+
+
+RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
+                     "trainer.strategy", "trainer.num_workers", "trainer.log_every_n_steps", "trainer.on_nonfinite",
+                     "trainer.deterministic", "output_dir", "evaluators")
+"""What ``--resume --set`` may change: where and how long the run goes on, and what it measures at the end.
+Everything else (data, encoders, anchor, loss, optimizer, seed, batch size, precision, ...) shapes the checkpoint or
+the trajectory it continues, and a changed value would silently make another run under the old one's name."""
+
+
+def _flat(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def refused_resume_changes(stored: dict, resumed: dict) -> list:
+    """The ``"<key>: <old> -> <new>"`` lines for settings of a resumed recipe (``resumed``) that differ from the
+    run's own (``stored``, both as plain dicts) and that a resume may not change (not in
+    :data:`RESUMABLE_CHANGES`)."""
+    old, new = _flat(stored), _flat(resumed)
+    allowed = lambda key: any(key == a or key.startswith(a + ".") for a in RESUMABLE_CHANGES)  # noqa: E731
+    return [f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key) and not allowed(key)]
 
 
 def environment_record() -> dict:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -20,8 +21,11 @@ from ..recipe import Recipe, dump_toml, recipe_to_dict
 from ..registry import Registry, get_registry
 from ..train.build import assemble
 from ..train.callbacks import DropOrphanBest, InterruptCheckpoint, RandomState
-from .directory import (MODEL_FILE, RunDirectoryError, check_writable, environment_record, launcher_rank,
-                        model_record, plugins_record, write_atomic)
+from ..train.data import resume_position
+from .checkpoints import (CheckpointFiles, load_checkpoint, remove_stale_temporaries,
+                          resume_checkpoint)
+from .directory import (MODEL_FILE, check_writable, environment_record, launcher_rank, model_record,
+                        plugins_record, write_atomic)
 
 
 def _flatten(data, prefix: str = "") -> dict:
@@ -65,6 +69,8 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
         # last.ckpt at every epoch end (exact resume); interrupted.ckpt when a run stops on SIGTERM/Ctrl-C/error
         callbacks=[best, last, RandomState(), InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt"),
                    DropOrphanBest(best)],
+        # checkpoints written next to their target and renamed (not staged in $TMPDIR), loaded with weights_only
+        plugins=[CheckpointFiles()],
         default_root_dir=str(run_dir),
         enable_progress_bar=interactive,
         enable_model_summary=interactive,
@@ -74,25 +80,34 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
 
 
 def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | None = None,
-          module_data: tuple | None = None, resume: bool = False) -> dict:
+          module_data: tuple | None = None, resume: Path | bool = False, callbacks: tuple = ()) -> dict:
     """Train and evaluate a recipe into ``run_dir`` (already created). Returns the test metrics.
 
-    ``resume``: continue from ``run_dir/checkpoints/last.ckpt`` (written at every epoch end) with the optimizer,
-    schedule, temperatures, strategy parameters, epoch and RNG states it holds; the data order depends only on
-    (seed, epoch), so the resumed run reaches the same final state as an uninterrupted one.
+    ``resume``: continue from a checkpoint of ``run_dir`` with the optimizer, schedule, temperatures, strategy
+    parameters, epoch and RNG states it holds: the path the CLI chose with
+    :func:`mmcore.runs.checkpoints.resume_checkpoint`, or True to choose it here (its note goes to stderr). From
+    an epoch-end checkpoint (``last.ckpt``, written at every epoch end) the resumed run reaches the same final
+    state as an uninterrupted one, as the data order depends only on (seed, epoch).
+    ``callbacks``: Lightning callbacks added to mmcore's own (the CLI's hands over a replaced run once training
+    has started).
     """
     registry = registry or get_registry()
     module, data = module_data or assemble(recipe, registry)
     ckpt_path = None
-    if resume:
-        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-        if not ckpt_path.is_file():
-            raise RunDirectoryError(f"nothing to resume: {ckpt_path} does not exist (the run stopped before its "
-                                     "first epoch ended; start it again)")
+    if resume is True:
+        ckpt_path, note = resume_checkpoint(run_dir)
+        if note:
+            print(f"mmcore: {note}", file=sys.stderr)
+    elif resume:
+        ckpt_path = Path(resume)
+    if ckpt_path is not None:
+        data.resume_position = resume_position(load_checkpoint(ckpt_path, mmap=True))
     if launcher_rank() == 0:
         check_writable(run_dir, module)
         write_atomic(run_dir / "recipe.toml", dump_toml(recipe_to_dict(recipe)))
-        if not resume:
+        if resume:
+            remove_stale_temporaries(run_dir / "checkpoints")  # of a writer killed mid-write
+        else:
             (run_dir / "sources").mkdir(exist_ok=True)
             for i, source in enumerate(sources):
                 shutil.copyfile(source, run_dir / "sources" / f"{i}-{Path(source).name}")
@@ -101,7 +116,12 @@ def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | Non
         write_atomic(run_dir / "environment.json", json.dumps(environment_record(), indent=2))
 
     trainer = make_trainer(recipe, run_dir)
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    trainer.callbacks.extend(callbacks)
+    with warnings.catch_warnings():
+        # mmcore's sampler goes on from the checkpoint's batch (BindingData.resume_position): Lightning's warning
+        # that a mid-epoch checkpoint of a non-resumable loader is unreliable does not apply
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     trainer.test(module, datamodule=data, verbose=False)
     metrics = module.test_metrics
     if trainer.is_global_zero:

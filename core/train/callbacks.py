@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -49,7 +50,9 @@ class RandomState(L.Callback):
 
 class InterruptCheckpoint(L.Callback):
     """Saves ``interrupted.ckpt`` when a run stops on SIGTERM, Ctrl-C or an error (not a non-finite loss, whose
-    message names the last good checkpoint instead).
+    message names the last good checkpoint instead), once training has started: before that the model holds no
+    trained state (a checkpoint that failed to load would be saved as untrained weights). A failure to write it
+    (a full disk) is reported on stderr and does not replace the error that stopped the run.
 
     Lightning's own ``OnExceptionCheckpoint`` is not used: its presence makes ``fit(ckpt_path=None)`` silently
     resume from the newest checkpoint in the directory (Lightning#19827); mmcore resumes only when asked.
@@ -57,11 +60,18 @@ class InterruptCheckpoint(L.Callback):
 
     def __init__(self, path: Path):
         self.path = path
+        self.started = False
+
+    def on_train_start(self, trainer, module) -> None:
+        self.started = True
 
     def on_exception(self, trainer, module, exception) -> None:
-        if isinstance(exception, NonFiniteLoss):  # the weights may already hold the bad step: keep last.ckpt
+        if isinstance(exception, NonFiniteLoss) or not self.started:  # NaN: the weights may hold the bad step
             return
-        trainer.save_checkpoint(self.path)
+        try:
+            trainer.save_checkpoint(self.path)
+        except Exception as exc:  # noqa: BLE001 - the error that stopped the run is the one to report
+            print(f"mmcore: warning: could not write {self.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 class DropOrphanBest(L.Callback):

@@ -20,18 +20,27 @@ class EpochShuffle(torch.utils.data.Sampler):
     """A permutation that depends only on ``(seed, epoch)``, not on the global RNG.
 
     Lightning calls ``set_epoch`` before each epoch, so a run resumed from a checkpoint sees exactly the batches
-    the uninterrupted run would have seen.
+    the uninterrupted run would have seen. ``resume_at(epoch, skip)``: a run resumed in the middle of ``epoch``
+    leaves out that epoch's first ``skip`` indices (the batches done before it stopped); the length stays the
+    whole epoch's, as Lightning counts the batches done in the restored progress.
     """
 
     def __init__(self, size: int, seed: int):
         self.size, self.seed, self.epoch = size, seed, 0
+        self.resumed_epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume_at(self, epoch: int, skip: int) -> None:
+        self.epoch, self.resumed_epoch, self.skip = epoch, epoch, skip
+
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        for chunk in torch.randperm(self.size, generator=generator).split(1 << 16):
+        order = torch.randperm(self.size, generator=generator)
+        if self.skip and self.epoch == self.resumed_epoch:
+            order = order[self.skip:]
+        for chunk in order.split(1 << 16):
             yield from chunk.tolist()  # 8 bytes per row held, not a Python list of every index
 
     def __len__(self) -> int:
@@ -150,6 +159,8 @@ class BindingData(L.LightningDataModule):
         self.collators = {m: c for m, c in (collators or {}).items() if any(c)}
         self.raw = frozenset(m for m, spec in splits.inputs.items() if getattr(spec, "media", ""))
         self.test_split = "test"
+        self.resume_position = (0, 0)
+        """(epoch, training batches of it already done) where a resumed fit starts: :func:`resume_position`."""
 
     def collate(self, train: bool = False) -> ModalityCollate:
         """The per-item collate of this data (``train``: the encoders' training-time preprocessing)."""
@@ -184,7 +195,11 @@ class BindingData(L.LightningDataModule):
 
     def train_dataloader(self):
         # drop_last keeps every rank's batch the same shape, which the cross-rank gather needs
-        return self.loader(self.splits.train, shuffle=True, drop_last=True, train=True)
+        loader = self.loader(self.splits.train, shuffle=True, drop_last=True, train=True)
+        # Lightning builds this loader, and its workers draw their first indices, before it restores a resumed
+        # run's progress (and calls set_epoch only after): the sampler starts where the checkpoint stopped.
+        loader.sampler.resume_at(self.resume_position[0], self.resume_position[1] * loader.batch_size)
+        return loader
 
     def val_dataloader(self):
         return self.loader(self.splits.val, shuffle=False)
@@ -198,3 +213,14 @@ class BindingData(L.LightningDataModule):
         reference set."""
         return [self.loader(getattr(self.splits, self.test_split), shuffle=False),
                 self.loader(self.reference(), shuffle=False)]
+
+
+def resume_position(checkpoint: dict) -> tuple:
+    """Where a fit resumed from a Lightning ``checkpoint`` starts -> ``(epoch, batches of it already done)``: the
+    epoch Lightning will run next (its fit loop's processed epochs) and, for a checkpoint saved in the middle of an
+    epoch (``interrupted.ckpt``), the batches of that epoch done before it (0 at an epoch's end)."""
+    fit_loop = checkpoint["loops"]["fit_loop"]
+    epoch = int(fit_loop["epoch_progress"]["current"]["processed"])
+    batches = fit_loop["epoch_loop.batch_progress"]
+    done = 0 if batches.get("is_last_batch", False) else int(batches["current"]["completed"])
+    return epoch, done
