@@ -21,7 +21,52 @@ import errno
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
+
+
+class NotARegularFile(ValueError):
+    """A path that must be a regular file is a FIFO (reading would block forever), a device (``/dev/zero`` reads
+    without end), a directory or a socket. The message is the reason, without the path: callers name it."""
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What an ``os.stat`` ``st_mode`` is, in words: ``"a directory"``, ``"a FIFO (named pipe)"``, ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: str | Path) -> int:
+    """A read-only file descriptor of ``path``, which must be a regular file: checked before it is opened, opened
+    non-blocking (a FIFO swapped in between cannot block) and checked again. Raises :class:`NotARegularFile`, or
+    the ``OSError`` of ``os.stat``/``os.open`` (missing, unreadable). Close it with ``os.close``."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(f"not a regular file ({file_kind(mode)})")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotARegularFile(f"not a regular file ({file_kind(mode)}, swapped in while it was opened)")
+    return fd
+
+
+def read_regular(path: str | Path, limit: int, what: str = "this file") -> bytes:
+    """The bytes of the regular file ``path`` (:func:`open_regular`), of which at most ``limit`` are read: a
+    larger file raises ``ValueError`` saying its size (``what`` it is meant to be), instead of being read without
+    bound."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{max(size, len(data)):,} bytes is too large for {what} (at most {limit:,})")
+    return data
 
 
 class OutputExists(Exception):

@@ -192,7 +192,7 @@ CASES = [
      None),
     ("embed-object-array", EMBED + ["{in}/objects.npy", "--out", "{out}/e.npy"], "objects.npy: not a readable .npy",
      None, None),
-    ("embed-dev-zero", EMBED + ["/dev/zero", "--out", "{out}/e.npy"], "/dev/zero: a device, not a regular file",
+    ("embed-dev-zero", EMBED + ["/dev/zero", "--out", "{out}/e.npy"], "/dev/zero: a character device, not a regular file",
      None, None),
     ("embed-fifo", EMBED + ["{in}/fifo.npy", "--out", "{out}/e.npy"], "fifo.npy: a FIFO (named pipe), not a regular",
      None, None),

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
+from ..files import read_regular
 from .errors import RecipeError
 from .schema import is_utf8
 
@@ -24,34 +23,14 @@ MAX_DEPTH = 32
 """The deepest nesting of tables and arrays a recipe (or a ``--set`` key and value) may have; real recipes nest 4
 levels. Deeper data would exhaust the parsers' and structurers' recursion."""
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def _kind(mode: int) -> str:
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
-
-
 def read_bounded(path: Path) -> bytes:
-    """The bytes of the regular file ``path``, at most :data:`MAX_RECIPE_BYTES`. Anything else (a FIFO, which
-    would block, a device such as ``/dev/zero``, which never ends) is refused before it is read; the file is opened
-    non-blocking and checked again, so one swapped in between cannot block either. Raises ValueError (the reason)
-    for those and for a file too large, OSError (IsADirectoryError, FileNotFoundError, ...) when it cannot be read."""
-    mode = os.stat(path).st_mode
-    if stat.S_ISDIR(mode):
+    """The bytes of the regular recipe file ``path``, at most :data:`MAX_RECIPE_BYTES` (:func:`mmcore.read_regular`:
+    a FIFO, which would block, or a device such as ``/dev/zero``, which never ends, is refused before it is read).
+    Raises ValueError (the reason) for those and for a file too large, OSError (IsADirectoryError,
+    FileNotFoundError, ...) when it cannot be read."""
+    if Path(path).is_dir():
         raise IsADirectoryError(path)
-    if not stat.S_ISREG(mode):
-        raise ValueError(f"not a regular file ({_kind(mode)})")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"not a regular file ({_kind(info.st_mode)})")
-        data = f.read(MAX_RECIPE_BYTES + 1)
-    if len(data) > MAX_RECIPE_BYTES:
-        size = max(info.st_size, len(data))
-        raise ValueError(f"{size:,} bytes is too large for a recipe (at most {MAX_RECIPE_BYTES:,})")
-    return data
+    return read_regular(path, MAX_RECIPE_BYTES, "a recipe")
 
 
 def _depth(value: Any) -> int:

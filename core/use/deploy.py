@@ -10,7 +10,6 @@ import json
 import math
 import os
 import re
-import stat
 import struct
 import warnings
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from ..builtins.evaluators import unit_rows
-from ..files import OutputExists, atomic_output
+from ..files import OutputExists, atomic_output, file_kind
 
 INDEX_FILE = "index.faiss"
 INDEX_FILES = frozenset({INDEX_FILE, "ids.npy", "items.json", "meta.json"})
@@ -35,10 +34,7 @@ class IndexWarning(UserWarning):
 
 
 def _kind_of(path: Path) -> str:
-    mode = path.stat().st_mode
-    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
-            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
-            "not a regular file")
+    return file_kind(path.stat().st_mode)
 
 
 def regular_file(path: str | Path, what: str = "file") -> Path:

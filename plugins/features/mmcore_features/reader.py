@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 
 import numpy as np
 
@@ -35,16 +34,8 @@ import mmcore
 IO_MODES = ("pread", "mmap")  # also in plugin.py, which must not import numpy
 MAX_HEADER = 10000  # bytes of .npy header parsed (numpy's own default bound)
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
 def _fail(path, message: str) -> mmcore.DataError:
     return mmcore.DataError(f"{path}: {message}")
-
-
-def _kind(mode: int) -> str:
-    return next((name for test, name in _KINDS if test(mode)), "an unknown file type")
 
 
 def identity(st: os.stat_result) -> tuple:
@@ -53,35 +44,25 @@ def identity(st: os.stat_result) -> tuple:
 
 
 def open_regular(path) -> int:
-    """A read-only descriptor of ``path``, which must be a regular file (checked before opening, and again on the
-    opened file). Raises DataError naming the file. ``O_NONBLOCK``: a FIFO swapped in between never blocks."""
+    """:func:`mmcore.open_regular` (a read-only descriptor of a regular file, never blocking on a FIFO), its
+    errors as DataError naming the file."""
     try:
-        before = os.stat(path)
+        return mmcore.open_regular(path)
+    except mmcore.NotARegularFile as exc:
+        raise _fail(path, str(exc)) from exc
     except OSError as exc:
         raise _fail(path, f"cannot be read: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(before.st_mode):
-        raise _fail(path, f"not a regular file ({_kind(before.st_mode)})")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise _fail(path, f"cannot be read: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise _fail(path, "not a regular file (replaced while being opened)")
-    return fd
 
 
 def read_small(path, limit: int) -> bytes:
-    """The bytes of the regular file ``path``, at most ``limit`` of them (more is an error naming the file)."""
-    fd = open_regular(path)
+    """:func:`mmcore.read_regular`: the bytes of the regular file ``path``, at most ``limit`` of them; errors as
+    DataError naming the file."""
     try:
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise _fail(path, f"larger than {limit // 2**20} MiB, more than such a file should ever hold")
-    return data
+        return mmcore.read_regular(path, limit, "such a file")
+    except OSError as exc:
+        raise _fail(path, f"cannot be read: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise _fail(path, str(exc)) from exc
 
 
 def read_header(f, path) -> tuple:

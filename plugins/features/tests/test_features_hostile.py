@@ -96,7 +96,7 @@ def _unsigned_ids(d):
 
 # (id, change to a valid directory, file named, words in the message)
 BAD = [
-    ("fifo-features", lambda d: _replace(d / "image.npy", os.mkfifo), "image.npy", "not a regular file (a named pipe"),
+    ("fifo-features", lambda d: _replace(d / "image.npy", os.mkfifo), "image.npy", "not a regular file (a FIFO (named pipe)"),
     ("fifo-presence", lambda d: _replace(d / "text.present.npy", os.mkfifo), "text.present.npy", "not a regular file"),
     ("fifo-labels", lambda d: _replace(d / "labels.npy", os.mkfifo), "labels.npy", "not a regular file"),
     ("fifo-classes", lambda d: os.mkfifo(d / "classes.json"), "classes.json", "not a regular file"),
@@ -118,7 +118,7 @@ BAD = [
     ("label-negative", lambda d: _labels(d, -3, row=8), "labels.npy", "labels must be >= 0, found -3 at row 8"),
     ("label-without-name", lambda d: (_labels(d, 9, row=11), (d / "classes.json").write_text('["a","b","c","d"]')),
      "labels.npy", "label 9 has no name (row 11)"),
-    ("classes-too-large", _huge_classes, "classes.json", "larger than 16 MiB"),
+    ("classes-too-large", _huge_classes, "classes.json", "is too large for such a file (at most 16,777,216)"),
     ("classes-nested", lambda d: (d / "classes.json").write_text("[" * 100000 + "]" * 100000), "classes.json",
      "nested too deeply"),
     ("classes-not-utf8", lambda d: (d / "classes.json").write_bytes(b'["\xff", "b", "c", "d"]'), "classes.json",
