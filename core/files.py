@@ -112,6 +112,32 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def replace_refusal(path: str | Path, marker: str, owned, what: str) -> str | None:
+    """Why ``--overwrite`` must not delete the existing folder ``path``, or None when it may: it is a link or a
+    file, the working directory or a folder above it, or it is not ``what`` mmcore wrote (it holds no ``marker``,
+    or names that ``owned(name)`` does not accept). An empty folder may be replaced."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        kind = "a symbolic link" if path.is_symlink() else file_kind(path.stat().st_mode)
+        return f"--out {path} is {kind}; --overwrite replaces only {what}: remove it yourself or choose another --out"
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        return (f"--overwrite would delete {path}, the working directory"
+                f"{'' if path.resolve() == here else ' or a folder above it'}; choose another --out")
+    names = sorted(p.name for p in path.iterdir())
+    if not names:
+        return None
+    if marker not in names:
+        return (f"--overwrite replaces only {what}; {path} holds no {marker}, so it is not one: remove it yourself "
+                "or choose another --out")
+    foreign = [name for name in names if not owned(name)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        return (f"--overwrite would delete files in {path} that mmcore did not write ({shown}); move them or "
+                "choose another --out")
+    return None
+
+
 def check_output(path: str | Path, overwrite: bool = False, empty_dir_ok: bool = False) -> None:
     """Raise :class:`OutputExists` when ``path`` exists and ``overwrite`` is false (nothing is removed here).
 

@@ -78,7 +78,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(cli, tmp_path):
     folder.mkdir()
     (folder / "thesis.tex").write_text("years of work")
     status, _, err = cli("run", RECIPE, *_sets(TINY), "--out", folder, "--overwrite")
-    assert status == 2 and "not an mmcore run" in err
+    assert status == 2 and "holds no recipe.toml" in err
     assert (folder / "thesis.tex").read_text() == "years of work"
 
 

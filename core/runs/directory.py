@@ -10,6 +10,7 @@ from pathlib import Path
 
 import attrs
 
+from ..files import replace_refusal
 from ..files import write_atomic  # noqa: F401 - re-exported: the run's files are written with it
 from ..recipe import Recipe
 from ..registry import Registry
@@ -87,10 +88,9 @@ RUN_ENTRIES = frozenset({
 """Everything ``mmcore run`` writes at the top of a run directory; ``--overwrite`` replaces only such folders."""
 
 
-def foreign_entries(path: Path) -> list:
-    """Names in ``path`` that ``mmcore run`` did not write (besides its own ``.<name>.tmp-<pid>`` files)."""
-    return sorted(p.name for p in Path(path).iterdir()
-                  if p.name not in RUN_ENTRIES and not (p.name.startswith(".") and ".tmp-" in p.name))
+def _written_by_run(name: str) -> bool:
+    """Whether ``mmcore run`` writes ``name`` at the top of a run directory (its own ``.<name>.tmp-<pid>`` too)."""
+    return name in RUN_ENTRIES or (name.startswith(".") and ".tmp-" in name)
 
 
 def check_replaceable(out: str | Path, overwrite: bool) -> Path | None:
@@ -106,21 +106,9 @@ def check_replaceable(out: str | Path, overwrite: bool) -> Path | None:
     if not overwrite:
         raise RunDirectoryExists(
             f"{path} already exists and is not empty; pass --overwrite to replace it, or choose another --out")
-    if path.is_symlink() or not path.is_dir():
-        raise RunDirectoryError(f"--overwrite replaces only a run directory; {path} is "
-                                f"{'a symbolic link' if path.is_symlink() else 'a file'}: remove it yourself")
-    here = Path.cwd().resolve()
-    if path.resolve() == here or path.resolve() in here.parents:
-        raise RunDirectoryError(f"--overwrite would delete {path}, the working directory"
-                                f"{'' if path.resolve() == here else ' or a folder above it'}; choose another --out")
-    if not (path / "recipe.toml").is_file():
-        raise RunDirectoryError(f"--overwrite replaces only a run directory; {path} holds no recipe.toml (it is not "
-                                "an mmcore run): remove it yourself or choose another --out")
-    foreign = foreign_entries(path)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise RunDirectoryError(f"--overwrite would delete files in {path} that mmcore did not write ({shown}); "
-                                "move them or choose another --out")
+    problem = replace_refusal(path, "recipe.toml", _written_by_run, "a run directory")
+    if problem:
+        raise RunDirectoryError(problem)
     check_unlocked(path)
     return path
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..builtins.evaluators import unit_rows
-from ..files import OutputExists, atomic_output, file_kind
+from ..files import OutputExists, atomic_output, file_kind, replace_refusal
 
 INDEX_FILE = "index.faiss"
 INDEX_FILES = frozenset({INDEX_FILE, "ids.npy", "items.json", "meta.json"})
@@ -49,55 +49,40 @@ def regular_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-def _check_folder(out: Path) -> None:
-    """``ValueError`` unless ``out``'s parent is an existing folder (mmcore does not create it)."""
+def _taken(out: Path, overwrite: bool) -> bool:
+    """Whether ``out`` exists (so the caller decides whether it may be replaced). ``ValueError`` unless its parent
+    is an existing folder (mmcore does not create it); :class:`OutputExists` when it exists and ``overwrite`` is
+    false."""
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: {out.parent} " + ("is not a folder" if out.parent.exists() else
                                                             "does not exist"))
+    if not (out.exists() or out.is_symlink()):
+        return False
+    if not overwrite:
+        raise OutputExists(f"{out} already exists; pass --overwrite or choose another --out")
+    return True
 
 
 def check_output_file(out: str | Path, overwrite: bool = False) -> None:
     """Before any work: ``out`` can take a new file. Its folder exists, and it is free, or (``overwrite``) a
     regular file, which is replaced once the new one is complete; never a folder, a FIFO or a device."""
     out = Path(out)
-    _check_folder(out)
-    if not (out.exists() or out.is_symlink()):
-        return
-    if not overwrite:
-        raise OutputExists(f"{out} already exists; pass --overwrite or choose another --out")
-    if not out.is_file():
+    if _taken(out, overwrite) and not out.is_file():
         raise OutputExists(f"--out {out} is {_kind_of(out) if out.exists() else 'a broken link'}; --overwrite replaces "
                            "only a file: remove it yourself or choose another --out")
 
 
 def check_output_dir(out: str | Path, overwrite: bool, marker: str, owned, what: str) -> None:
     """Before any work: ``out`` can take a new directory. Its folder exists, and it is free, or (``overwrite``) an
-    empty folder or one that mmcore wrote as ``what``: it holds ``marker`` and only names ``owned(name)`` accepts.
-    Never a file, a folder holding anything else, the working directory or a folder above it."""
+    empty folder or one that mmcore wrote as ``what``: it holds ``marker`` and only names ``owned(name)`` accepts
+    (:func:`mmcore.files.replace_refusal`). Never a file, a folder holding anything else, the working directory or
+    a folder above it."""
     out = Path(out)
-    _check_folder(out)
-    if not (out.exists() or out.is_symlink()):
+    if not _taken(out, overwrite):
         return
-    if not overwrite:
-        raise OutputExists(f"{out} already exists; pass --overwrite or choose another --out")
-    if out.is_symlink() or not out.is_dir():
-        raise OutputExists(f"--out {out} is {'a symbolic link' if out.is_symlink() else _kind_of(out)}; --overwrite "
-                           f"replaces only {what}: remove it yourself or choose another --out")
-    here = Path.cwd().resolve()
-    if out.resolve() == here or out.resolve() in here.parents:
-        raise OutputExists(f"--overwrite would delete {out}, the working directory"
-                           f"{'' if out.resolve() == here else ' or a folder above it'}; choose another --out")
-    names = sorted(p.name for p in out.iterdir())
-    if not names:
-        return
-    if marker not in names:
-        raise OutputExists(f"--overwrite replaces only {what}; {out} holds no {marker} (it is not one): remove it "
-                           "yourself or choose another --out")
-    foreign = [n for n in names if not owned(n)]
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise OutputExists(f"--overwrite would delete files in {out} that mmcore did not write ({shown}); move them "
-                           "or choose another --out")
+    problem = replace_refusal(out, marker, owned, what)
+    if problem:
+        raise OutputExists(problem)
 
 
 def check_index_out(out: str | Path, overwrite: bool = False) -> None:
