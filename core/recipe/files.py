@@ -153,6 +153,23 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _key_parts(key: str) -> list | None:
+    """The parts of a dotted ``--set`` key, read as TOML reads a key (``dataset.modalities."image".noise`` is
+    ``dataset``, ``modalities``, ``image``, ``noise``: the quotes are TOML's, a quoted part may hold a dot); None
+    when it is not a valid TOML key."""
+    if '"' not in key and "'" not in key:
+        return key.split(".")
+    try:
+        node = tomllib.loads(f"{key} = 0")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return None
+    parts = []
+    while isinstance(node, dict) and len(node) == 1:
+        part, node = next(iter(node.items()))
+        parts.append(part)
+    return parts if node == 0 and parts else None
+
+
 def apply_overrides(raw: dict, overrides: list) -> dict:
     """Apply ``KEY=VALUE`` strings (dotted keys) to a raw recipe dict, returning a new dict.
 
@@ -179,7 +196,12 @@ def apply_overrides(raw: dict, overrides: list) -> dict:
         if key.count(".") + 1 + _depth(new) > MAX_DEPTH:
             problems.append(f"--set {_short(key)}: nested too deeply (key and value at most {MAX_DEPTH} levels deep)")
             continue
-        *parents, leaf = key.split(".")
+        parts = _key_parts(key)
+        if parts is None:
+            problems.append(f"--set {_short(key)}: not a valid TOML key (quote a part that holds a dot: "
+                            'encoders."my.modality".name)')
+            continue
+        *parents, leaf = parts
         table = out
         for depth, part in enumerate(parents):
             if isinstance(table, list) and part.isdigit() and int(part) < len(table):

@@ -6,19 +6,20 @@ component ``name`` and that component's own attrs config; ``[optimizer]`` and ``
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import attrs
 
 
 def _positive(instance, attribute, value):
-    if not value > 0:  # also rejects nan
-        raise ValueError(f"'{attribute.name}' must be > 0, got {value}")
+    if not 0 < value < math.inf:  # also rejects nan, and inf (TOML reads 1e400 as inf)
+        raise ValueError(f"'{attribute.name}' must be {'finite' if value == math.inf else '> 0'}, got {value}")
 
 
 def _non_negative(instance, attribute, value):
-    if not value >= 0:  # also rejects nan
-        raise ValueError(f"'{attribute.name}' must be >= 0, got {value}")
+    if not 0 <= value < math.inf:  # also rejects nan and inf
+        raise ValueError(f"'{attribute.name}' must be {'finite' if value == math.inf else '>= 0'}, got {value}")
 
 
 MAX_SEED = 2**32 - 1

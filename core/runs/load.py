@@ -142,6 +142,17 @@ class TrainedModel:
         bad = [o for o in overrides if not o.partition("=")[0].strip().startswith("dataset.")]
         if bad:
             raise RunLoadError(f"--set {bad[0]}: only dataset.* settings can change for a trained run")
+        dataset = recipe_to_dict(self.recipe).get("dataset", {})
+        for override in overrides:
+            key = override.partition("=")[0].strip()
+            value = dataset
+            for part in key.split(".")[1:]:
+                value = value.get(part) if isinstance(value, dict) else None
+            if not isinstance(value, str):
+                # a seed, a size or a noise level changes what the data is: the run would be scored on other data
+                raise RunLoadError(f"--set {key}: only settings that say where the data is (paths, text values) can "
+                                   f"change for a trained run; {key} is {value!r} in its recipe and changes what "
+                                   "the data is")
         try:
             raw = apply_overrides(recipe_to_dict(self.recipe), list(overrides))
             recipe = structure_recipe(raw, get_registry(), str(self.run_dir / "recipe.toml"))

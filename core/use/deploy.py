@@ -63,13 +63,36 @@ def _taken(out: Path, overwrite: bool) -> bool:
     return True
 
 
-def check_output_file(out: str | Path, overwrite: bool = False) -> None:
+def check_output_file(out: str | Path, overwrite: bool = False, inputs: tuple = ()) -> None:
     """Before any work: ``out`` can take a new file. Its folder exists, and it is free, or (``overwrite``) a
-    regular file, which is replaced once the new one is complete; never a folder, a FIFO or a device."""
+    regular file, which is replaced once the new one is complete; never a folder, a FIFO or a device, never one
+    of the command's ``inputs``, and never a file of a run or an index directory (:func:`_part_of`)."""
     out = Path(out)
-    if _taken(out, overwrite) and not out.is_file():
+    if not _taken(out, overwrite):
+        return
+    if not out.is_file():
         raise OutputExists(f"--out {out} is {_kind_of(out) if out.exists() else 'a broken link'}; --overwrite replaces "
                            "only a file: remove it yourself or choose another --out")
+    if any(Path(i).exists() and out.samefile(i) for i in inputs):
+        raise OutputExists(f"--out {out} is this command's input; --overwrite would replace it: choose another --out")
+    owner = _part_of(out)
+    if owner:
+        raise OutputExists(f"--out {out} is part of {owner}; --overwrite never replaces it: choose another --out")
+
+
+def _part_of(path: Path) -> str:
+    """What ``path`` belongs to when mmcore wrote it as part of something that would break without it: a run
+    directory (a ``recipe.toml`` beside one of :data:`mmcore.runs.directory.RUN_ENTRIES`, anything under its
+    ``checkpoints/``, ``tb/``, ``sources/``) or an index directory (its ``meta.json`` files); else ``""``."""
+    from ..runs.directory import RUN_ENTRIES
+
+    path = Path(path).resolve()
+    for folder in list(path.parents)[:3]:
+        if (folder / "recipe.toml").is_file() and path.relative_to(folder).parts[0] in RUN_ENTRIES:
+            return f"the run directory {folder}"
+    if (path.parent / "meta.json").is_file() and path.name in INDEX_FILES:
+        return f"the index directory {path.parent}"
+    return ""
 
 
 def check_output_dir(out: str | Path, overwrite: bool, marker: str, owned, what: str) -> None:
@@ -264,7 +287,7 @@ def embed_file(model, modality: str, input_path: Path, out: Path, batch_size: in
     """Embed ``input_path`` with the run's encoder for ``modality`` into ``out`` (``.npy``, ``[N, dim]`` float32):
     an array file, or for raw media a folder, manifest, text file or media file (rows in :func:`read_raw`'s
     order). ``out`` is checked before anything is read and written whole or not at all."""
-    check_output_file(out, overwrite)
+    check_output_file(out, overwrite, inputs=(input_path,))
     inputs, _ = read_inputs(model, modality, input_path)
     with atomic_output(out, suffix=".npy") as tmp:
         target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(inputs), model.dim))
