@@ -71,6 +71,7 @@ _LAZY = {
     "file_kind": "mmcore.files",
     "open_regular": "mmcore.files",
     "read_regular": "mmcore.files",
+    "replace_refusal": "mmcore.files",
     "gather_with_grad": "mmcore.train.distributed",
     "load": "mmcore.runs.load",
     "TrainedModel": "mmcore.runs.load",

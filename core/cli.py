@@ -251,27 +251,34 @@ def cmd_eval(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .files import OutputExists, check_output
-    from .use.report import HEATMAP_SKIPPED, comparison_table, has_retrieval, read_run, side_by_side_heatmaps
+    from .use.report import (HEATMAP_SKIPPED, comparison_table, has_retrieval, read_run, report_out_problem,
+                             side_by_side_heatmaps)
 
+    out = Path(args.out) if args.out else _fresh_path(Path("mmcore-report"), ".png")
+    problem = report_out_problem(out, args.overwrite)  # before any work: a late savefig error would be a traceback
+    if problem:
+        return _error(problem)
     runs = []
     for run_dir in args.run_dirs:
         path = Path(run_dir)
         if not (path / "metrics.json").is_file() or not (path / "recipe.toml").is_file():
             return _error(f"{path} is not a finished mmcore run (no metrics.json / recipe.toml)")
-        runs.append(read_run(path))
-    print(comparison_table(runs))
-    out = Path(args.out) if args.out else _fresh_path(Path("mmcore-report"), ".png")
-    try:
-        check_output(out, args.overwrite)
-    except OutputExists as exc:
-        return _error(exc)
+        try:
+            runs.append(read_run(path))
+            table = comparison_table(runs)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return _error(f"{path}: cannot read this run's metrics.json / recipe.toml / pairs.json / model.json "
+                          f"({type(exc).__name__}: {exc})")
+    print(table)
     without = [run["dir"].name for run in runs if not has_retrieval(run["metrics"], run["modalities"])]
     if without:
         print(f"mmcore: {', '.join(without)}: {HEATMAP_SKIPPED}", file=sys.stderr)
     if len(without) == len(runs):
         return 0
-    written = side_by_side_heatmaps(runs, out)
+    try:
+        written = side_by_side_heatmaps(runs, out)
+    except OSError as exc:  # e.g. a folder without write permission: nothing was written
+        return _error(f"--out {out}: cannot write it ({exc.strerror or exc})")
     print(f"heat maps: {written}" if written else "heat maps skipped: pip install matplotlib", file=sys.stderr)
     return 0
 
@@ -354,7 +361,7 @@ def cmd_embed(args) -> int:
 
     def work() -> int:
         _positive(args, "batch_size")
-        check_output_file(args.out, args.overwrite)  # before the run is loaded
+        check_output_file(args.out, args.overwrite, inputs=(args.input,))  # before the run is loaded
         out = embed_file(_load_model(args.run_dir), args.modality, Path(args.input), Path(args.out),
                          args.batch_size, args.overwrite)
         print(f"{args.out}: {out.shape[0]} x {out.shape[1]} embeddings of {args.modality}", file=sys.stderr)
@@ -386,7 +393,7 @@ def cmd_search(args) -> int:
 
         _positive(args, "k", "batch_size")
         if args.out:
-            check_output_file(args.out, args.overwrite)  # before the run is loaded
+            check_output_file(args.out, args.overwrite, inputs=(args.queries,))  # before the run is loaded
         model = _load_model(args.run)
         queries = Path(args.queries)
         spec = model.inputs.get(args.modality)
@@ -423,12 +430,19 @@ def cmd_export(args) -> int:
 
 
 def cmd_new_plugin(args) -> int:
-    from .scaffold import new_plugin
+    from .scaffold import check_name, installed_owner, new_plugin
 
     try:
+        owner = installed_owner(check_name(args.name), args.kind)
         root = new_plugin(args.name, args.kind, Path(args.out))
     except (ValueError, FileExistsError) as exc:
         return _error(exc)
+    except OSError as exc:  # e.g. a folder without write permission: nothing was written
+        return _error(f"--out {args.out}: cannot write the package ({exc.strerror or exc})")
+    if owner:
+        print(f"mmcore: warning: {owner} already provides the {args.kind} {args.name!r}"
+              f"{' (built in)' if owner == 'mmcore' else ''}; installing this plugin too makes the name ambiguous "
+              "in recipes: consider another name", file=sys.stderr)
     print(f"wrote {root}\nnext: pip install -e {root} && python -m pytest {root / 'tests'}")
     return 0
 
@@ -485,8 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="compare runs: a table of summary metrics and their Recall@1 heat maps")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", help="PNG of the heat maps side by side (default: a fresh mmcore-report-<n>.png)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--out", help="file of the heat maps side by side, in an existing folder; its suffix picks the "
+                                 "type: .png, .pdf or .svg (default: a fresh mmcore-report-<n>.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is a regular file")
     p.set_defaults(func=cmd_report)
 
     def use_command(name: str, help_text: str, input_help: str | None = (
@@ -533,9 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .scaffold import KIND_CHOICES
 
     p = sub.add_parser("new-plugin", help="write a ready plugin package (entry point, component, test, README)")
-    p.add_argument("name", help="component name, e.g. my_loss (the package becomes mmcore-my-loss)")
+    p.add_argument("name", help="component name: lowercase letters, digits and _, starting with a letter, e.g. "
+                                "my_loss (the package becomes mmcore-my-loss)")
     p.add_argument("--kind", choices=KIND_CHOICES, default="encoder")
-    p.add_argument("--out", default=".", help="parent directory (default: here)")
+    p.add_argument("--out", default=".", help="existing folder the package is written into (default: here)")
     p.set_defaults(func=cmd_new_plugin)
     _plugin_commands(sub)
     return parser
@@ -579,13 +595,13 @@ def _loads_checkpoints(argv: list) -> bool:
 
 
 def main(argv: list | None = None) -> int:
-    if _loads_checkpoints(sys.argv[1:] if argv is None else argv):
-        # takes its reference to the real torch.load before build_parser imports the plugins (not for the other
-        # commands: torch's import would slow down --help and validate)
-        from .runs import checkpoints  # noqa: F401
     try:
+        if _loads_checkpoints(sys.argv[1:] if argv is None else argv):
+            # takes its reference to the real torch.load before build_parser imports the plugins (not for the
+            # other commands: torch's import would slow down --help and validate)
+            from .runs import checkpoints  # noqa: F401
         args = build_parser().parse_args(argv)
-    except KeyboardInterrupt:  # Ctrl-C while plugins load: nothing was started
+    except KeyboardInterrupt:  # Ctrl-C while torch or the plugins load: nothing was started
         print("mmcore: interrupted", file=sys.stderr)
         return 130
     try:

@@ -345,17 +345,49 @@ def _plugin_docstring(kind: str, snake: str, package: str, modules: dict) -> str
             '\n"""\n\n')
 
 
+NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+"""A component name ``new-plugin`` accepts: it is used as is in the recipe, the package (``mmcore_<name>``), the
+distribution (``mmcore-<name>`` with ``-`` for ``_``), a Python module and class name and a path component."""
+NAME_RULE = "lowercase ASCII letters, digits and _, starting with a letter, at most 64 characters (e.g. my_loss)"
+
+
+def check_name(name: str) -> str:
+    """``name`` when :data:`NAME` accepts it; ``ValueError`` saying what is allowed otherwise (it is never rewritten:
+    ``../evil`` or ``a;rm -rf x`` silently becoming another name would surprise), with the nearest valid name."""
+    if NAME.fullmatch(name):
+        return name
+    guess = re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+    hint = f"; did you mean {guess!r}?" if re.fullmatch(r"[A-Za-z0-9_-]+", name) and NAME.fullmatch(guess) else ""
+    raise ValueError(f"{name!r} is not usable as a component name: use {NAME_RULE}{hint}")
+
+
+def installed_owner(name: str, kind: str) -> str | None:
+    """The distribution that already provides a ``kind`` component ``name`` (``"mmcore"`` for a built-in), or None.
+    A plugin of the same name would clash with it in recipes."""
+    from .registry import get_registry
+
+    registry, registry_kind = get_registry(), _REGISTRY_KIND[kind]
+    return registry.distribution_of(registry_kind, name) if name in registry.names(registry_kind) else None
+
+
 def new_plugin(name: str, kind: str, parent: Path) -> Path:
-    """Write the package ``mmcore-<name>`` under ``parent`` and return its directory."""
+    """Write the package ``mmcore-<name>`` under the existing folder ``parent`` and return its directory. The
+    package appears whole or not at all (written in a temporary folder beside it, then renamed); nothing is
+    replaced. ``ValueError`` (bad name or kind, ``parent`` not a folder) or ``FileExistsError`` before anything is
+    written."""
+    from .files import atomic_output
+
     if kind not in KIND_CHOICES:
         raise ValueError(f"unknown kind {kind!r}; choose one of: {', '.join(KIND_CHOICES)}")
-    snake = re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
-    if not snake or snake[0].isdigit():
-        raise ValueError(f"{name!r} is not usable as a plugin name: start with a letter")
+    snake = check_name(name)
+    parent = Path(parent)
+    if not parent.is_dir():
+        raise ValueError(f"--out {parent} " + ("is not a folder" if parent.exists() else "does not exist")
+                         + ": --out is the folder the package is written into")
     dist = f"mmcore-{snake.replace('_', '-')}"
     package = f"mmcore_{snake}"
-    root = Path(parent) / dist
-    if root.exists():
+    root = parent / dist
+    if root.exists() or root.is_symlink():
         raise FileExistsError(f"{root} already exists")
     camel = "".join(part.title() for part in snake.split("_"))
     body, modules, change, metric, floor = _COMPONENTS[kind]
@@ -371,8 +403,9 @@ def new_plugin(name: str, kind: str, parent: Path) -> Path:
         f"tests/test_{snake}.py": _TEST.format(change=change, metric=metric, floor=floor, **fields),
         "README.md": _README.format(usage=_USAGE[kind].format(**fields), **fields),
     }
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    with atomic_output(root, directory=True) as tmp:
+        for relative, text in files.items():
+            path = tmp / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
     return root

@@ -1,5 +1,6 @@
 """Fixtures of the core's tests (the helpers they use live in core_test_support.py)."""
 
+import lightning  # noqa: F401 - at collection: see plugins/features/tests/test_features_hostile.py
 import pytest
 
 from core_test_support import pip_install_target

@@ -250,8 +250,11 @@ def test_a_features_directory_with_every_modality_absent_is_refused(cli, tmp_pat
 
 @pytest.mark.parametrize("anchor", [["anchor.name=centrobind"], ["anchor.name=pairwise"], ["anchor.anchor=text"]],
                          ids=["centrobind", "pairwise", "imagebind-text"])
-def test_a_modality_never_paired_is_fine_while_the_strategy_trains_some_pair(cli, tmp_path, anchor):
-    # image alone, text with audio: what aligns the observed text-audio pair still trains
+def test_a_modality_never_paired_is_refused_unless_frozen_while_the_strategy_trains_the_others(cli, tmp_path, anchor):
+    # image alone, text with audio: text-audio still trains, but the image encoder would keep its initial weights
     overrides = [*SMALL, 'dataset.pairing=[["image"], ["text", "audio"]]', *anchor]
     status, _, err = cli("validate", RECIPE, *[f"--set={o}" for o in overrides], cwd=tmp_path)
+    assert status == 2 and "modality 'image'" in err and "would keep its initial weights" in err, err
+    status, _, err = cli("validate", RECIPE, *[f"--set={o}" for o in [*overrides, "encoders.image.frozen=true"]],
+                         cwd=tmp_path)
     assert status == 0, err

@@ -149,9 +149,10 @@ def check_something_to_train(module: BindingModule, train, recipe: Recipe, regis
     (``module.trained_pairs``): otherwise a run would end "successfully" with its weights untouched. The lines
     name what is missing: modalities never present (when the split exposes its presence masks) or never observed
     with another one, and no pair observed at all."""
-    if module.trained_pairs:
-        return
     modalities = recipe.modalities
+    if module.trained_pairs:
+        _check_every_encoder_trains(module, train, modalities)
+        return
     observed = module.observed_pairs
     absent = _never_present(train, modalities)
     problems = [f"dataset: modality {m!r} is never present in the training split" for m in absent]
@@ -165,6 +166,24 @@ def check_something_to_train(module: BindingModule, train, recipe: Recipe, regis
         problems.append(f"anchor: {_owner(registry, 'anchor_strategies', recipe.anchor.name)} trains none of the "
                         f"pairs the training split observes ({pairs}): nothing would be trained")
     raise RecipeError(problems)
+
+
+def _check_every_encoder_trains(module: BindingModule, train, modalities) -> None:
+    """RecipeError for a modality with trainable weights that is in none of the pairs the anchor strategy trains
+    (never present in the training split, or never observed with a modality it is trained against): its encoder
+    would keep its initial weights, and every figure of it would be noise."""
+    trained = {m for pair in module.trained_pairs for m in pair}
+    idle = [m for m in modalities if m not in trained and m in module.encoders
+            and any(p.requires_grad for p in module.encoders[m].parameters())]
+    if not idle:
+        return
+    absent = set(_never_present(train, idle))
+    pairs = ", ".join(sorted("-".join(sorted(p)) for p in module.trained_pairs))
+    raise RecipeError([f"dataset: modality {m!r} is "
+                       + ("never present in the training split" if m in absent else
+                          "in none of the pairs the training split observes and the anchor strategy trains")
+                       + f" ({pairs}): its encoder would keep its initial weights; give it paired training data, "
+                       f"freeze it (encoders.{m}.frozen = true) or leave it out of the recipe" for m in idle])
 
 
 def probe(module: BindingModule, data: BindingData, recipe: Recipe, registry: Registry | None = None) -> None:

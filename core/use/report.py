@@ -46,6 +46,8 @@ def read_run(run_dir: Path) -> dict:
     from ..recipe.files import tomllib
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    if not isinstance(metrics, dict):
+        raise ValueError(f"metrics.json holds a {type(metrics).__name__}, not a table of metrics")
     recipe = tomllib.loads((run_dir / "recipe.toml").read_text())
     pairs = json.loads((run_dir / "pairs.json").read_text()) if (run_dir / "pairs.json").exists() else {}
     return {"dir": run_dir, "metrics": metrics, "recipe": recipe, "modalities": list(recipe["encoders"]),
@@ -76,9 +78,37 @@ def comparison_table(runs: list) -> str:
     return "\n".join(lines)
 
 
+REPORT_FORMATS = (".png", ".pdf", ".svg")
+"""The file types ``mmcore report --out`` writes (by its suffix); matplotlib writes each without extra libraries."""
+
+
+def report_out_problem(path: Path, overwrite: bool) -> str | None:
+    """Why ``mmcore report`` cannot write its heat maps to ``path``, or None when it can: the suffix is one of
+    :data:`REPORT_FORMATS`, the parent folder exists, and ``path`` is free or (``overwrite``) a regular file (never
+    a folder, a FIFO, a device or a broken link). Nothing is touched."""
+    from ..files import file_kind
+
+    if path.suffix.lower() not in REPORT_FORMATS:
+        return (f"--out {path}: its suffix picks the file type of the heat maps, one of {', '.join(REPORT_FORMATS)}"
+                + (f" ({path.suffix} is not)" if path.suffix else " (it has no suffix)"))
+    if not path.parent.is_dir():
+        return f"--out {path}: {path.parent} " + ("is not a folder" if path.parent.exists() else "does not exist")
+    if not (path.exists() or path.is_symlink()):
+        return None
+    if not overwrite:
+        return f"{path} already exists; pass --overwrite or choose another --out"
+    if not path.is_file():
+        kind = file_kind(path.stat().st_mode) if path.exists() else "a broken link"
+        return f"--out {path} is {kind}; --overwrite replaces only a file: remove it yourself or choose another --out"
+    return None
+
+
 def side_by_side_heatmaps(runs: list, path: Path) -> Path | None:
-    """The Recall@1 heat maps of the runs that have retrieval metrics (:func:`has_retrieval`) in one PNG; ``None``
-    without matplotlib or when no run has them."""
+    """The Recall@1 heat maps of the runs that have retrieval metrics (:func:`has_retrieval`) in one figure, of the
+    type of ``path``'s suffix (:data:`REPORT_FORMATS`), written atomically (a failure leaves ``path`` as it was);
+    ``None`` without matplotlib or when no run has them."""
+    from ..files import atomic_output
+
     runs = [run for run in runs if has_retrieval(run["metrics"], run["modalities"])]
     if not runs or not have_matplotlib():
         return None
@@ -91,6 +121,9 @@ def side_by_side_heatmaps(runs: list, path: Path) -> Path | None:
     for ax, run in zip(axes[0], runs):
         heatmap_figure(run["metrics"], run["modalities"], run["trained_pairs"], title=run["dir"].name, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_output(path, suffix=path.suffix) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lower().lstrip("."))
+    finally:
+        plt.close(fig)
     return path

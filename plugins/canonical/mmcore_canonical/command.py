@@ -1,6 +1,9 @@
 """``mmcore align OLD_RUN NEW_RUN --out DIR``: one orthogonal map from NEW's space into OLD's, fitted on anchors.
 
-Writes to ``DIR`` (refused if it exists and is not empty, exit 2, unless ``--overwrite``):
+Writes to ``DIR`` (missing parent folders are made only once the output is complete). ``DIR`` is refused (exit 2,
+before any work) when it exists and is not empty, unless ``--overwrite``; ``--overwrite`` replaces only an earlier
+align output (a folder holding ``report.json`` and no files but the four below). Never the working directory or a
+folder above it, and never an input run, a folder inside one or a folder holding one.
 
 - ``Q.npy``: ``[d, d]`` float64, orthogonal; ``old ~ (new - mean_new[m]) @ Q + mean_old[m]``;
 - ``mean_new.npy``, ``mean_old.npy``: ``[M, d]`` per-modality means, rows in the order of ``report.json``'s
@@ -13,10 +16,13 @@ Exit status: 0 done, 2 bad input (runs that cannot be loaded, differ in width or
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+ALIGN_FILES = frozenset({"Q.npy", "mean_new.npy", "mean_old.npy", "report.json"})
+"""What an align output directory holds; ``--overwrite`` replaces only a folder holding these alone."""
 
 
 class AlignError(Exception):
@@ -31,13 +37,17 @@ def add_parser(subparsers) -> None:
                     "report cross-model Recall@1 on the test split against each model's own.")
     p.add_argument("old_run", help="run directory whose space is the target (gallery side)")
     p.add_argument("new_run", help="run directory whose embeddings are mapped (query side)")
-    p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    p.add_argument("--out", required=True,
+                   help="output directory (must not exist or be empty; never an input run or a folder inside or "
+                        "holding one)")
     p.add_argument("--anchors", type=int, default=100, help="anchor count of the saved Q (default 100)")
     p.add_argument("--anchor-counts", default="10,50,100,500",
                    help="comma-separated anchor counts to report (default 10,50,100,500)")
     p.add_argument("--modality", help="modality Q is fitted on (default: the old run's first modality)")
     p.add_argument("--seed", type=int, default=0, help="seed of the anchor draw (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it holds an earlier align output (report.json, Q.npy, mean_*.npy and "
+                        "nothing else)")
     p.set_defaults(func=handle)
 
 
@@ -60,13 +70,39 @@ def _counts(args) -> list:
     return counts
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _overlaps(a: Path, b: Path) -> bool:
+    """Whether one of two resolved paths is the other or inside it."""
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_out(out: str, overwrite: bool, runs) -> Path:
+    """Before any work: the absolute path to write to, or :class:`AlignError`. ``out``'s nearest existing
+    ancestor is a folder (the missing ones are made only once the output is complete); ``out`` is not the working directory or above it, and neither is nor is inside nor holds one of ``runs`` (run
+    folders: holding a ``recipe.toml``); it
+    is free or an empty folder, or (``overwrite``) an earlier align output (:func:`mmcore.replace_refusal`)."""
     import mmcore
 
+    target = Path(os.path.abspath(out))  # "." and ".." spelled out: the output has a name of its own
+    real, here = target.resolve(), Path.cwd().resolve()
+    if real == here or real in here.parents:
+        raise AlignError(f"--out {out} is the working directory or a folder above it; choose another --out")
+    for run in runs:  # a folder that is no run is refused when it is loaded, still before anything is written
+        if (Path(run) / "recipe.toml").is_file() and _overlaps(real, Path(run).resolve()):
+            raise AlignError(f"--out {out} is the input run {run}, inside it or holds it; choose a folder outside "
+                             "both runs")
+    existing = next(p for p in target.parents if p.exists())  # missing folders are made when the output is written
+    if not existing.is_dir():
+        raise AlignError(f"--out {out}: {existing} is not a folder")
     try:
-        mmcore.check_output(out, overwrite, empty_dir_ok=True)
+        mmcore.check_output(Path(out), overwrite, empty_dir_ok=True)
     except mmcore.OutputExists as exc:
         raise AlignError(str(exc)) from None
+    if overwrite and (target.exists() or target.is_symlink()):
+        problem = mmcore.replace_refusal(Path(out), "report.json", ALIGN_FILES.__contains__,
+                                         "an align output directory")
+        if problem:
+            raise AlignError(problem)
+    return target
 
 
 def _same_samples(old, new, split: str) -> None:
@@ -139,9 +175,8 @@ def align(args) -> int:
 
     from .report import align_report
 
-    out = Path(args.out)
     counts = _counts(args)
-    _check_out(out, args.overwrite)
+    out = check_out(args.out, args.overwrite, (args.old_run, args.new_run))
     old, new, modality = load_pair(args)
     splits = {}
     for split in ("train", "test"):
@@ -163,5 +198,5 @@ def align(args) -> int:
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
     saved = next(e for e in sweep if e["anchors_requested"] == args.anchors)
     print_tables(report, saved)
-    print(f"mmcore: wrote Q.npy, mean_new.npy, mean_old.npy, report.json to {out}", file=sys.stderr)
+    print(f"mmcore: wrote Q.npy, mean_new.npy, mean_old.npy, report.json to {args.out}", file=sys.stderr)
     return 0

@@ -15,12 +15,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning  # noqa: F401 - imported at collection, see below
 import mmcore
 import numpy as np
 import pytest
 from mmcore.testing import cli
 from mmcore_features import stream
 from mmcore_features.reader import NpyRows
+
+# Lightning gives its logger a StreamHandler bound to the sys.stderr of the moment it is first imported. Imported
+# first inside another test's capsys, that stream is closed by the time these tests run the CLI in-process, and
+# every Lightning log line then prints "--- Logging error --- Traceback" into the stderr they check.
 
 ROWS = 200
 

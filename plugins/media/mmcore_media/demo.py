@@ -1,6 +1,6 @@
 """A small real raw-media set, built offline from what packages ship: ``mmcore media-demo OUT``.
 
-- images: scikit-learn's ``load_digits`` scans (8 x 8, 16 grey levels) written as PNG files, dark ink on white,
+- images: scikit-learn's ``load_digits`` scans (``pip install "mmcore-media[demo]"``) (8 x 8, 16 grey levels) written as PNG files, dark ink on white,
   upscaled to ``image_size`` (bicubic) and stored as RGB;
 - audio: the digit's word ("seven") spoken by Debian's ``espeak-ng`` (``apt-get install espeak-ng``), each clip
   with its own voice, variant, speed and pitch (22.05 kHz mono 16-bit WAV);
@@ -148,22 +148,43 @@ def speak(jobs: list, workers: int) -> None:
         finish(proc, path)
 
 
+SKLEARN_INSTALL = 'pip install "mmcore-media[demo]"'
+"""The extra that brings scikit-learn, whose ``load_digits`` scans are the demo's images."""
+MAX_SEED = 2**32 - 1
+MAX_IMAGE_SIZE = 1024
+
+
+def check_settings(per_class, seed, image_size) -> None:
+    """:class:`DemoError` unless ``per_class`` is 3..174 (the scans of the rarest digit), ``seed`` 0..2^32-1 and
+    ``image_size`` 8..1024 pixels (all integers). Checked before anything is imported or written."""
+    for name, value, low, high in (("per_class", per_class, 3, 174), ("seed", seed, 0, MAX_SEED),
+                                   ("image_size", image_size, 8, MAX_IMAGE_SIZE)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            note = " (the scans of the rarest digit)" if name == "per_class" else ""
+            raise DemoError(f"{name.replace('_', '-')} must be an integer from {low} to {high}{note}, got {value!r}")
+
+
+def _load_digits():
+    """scikit-learn's digit scans, or :class:`DemoError` with the pip line when scikit-learn is not installed."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DemoError(f"media-demo needs scikit-learn (its digit scans are the images): {SKLEARN_INSTALL}") from None
+    return load_digits()
+
+
 def build_demo(out_dir, per_class: int = 20, seed: int = 0, image_size: int = 32, overwrite: bool = False,
                workers: int = 4) -> Path:
     """Write the demo set into ``out_dir`` (new or empty, or a previous demo set with ``overwrite``); returns
-    the path of its ``manifest.csv``. ``per_class``: scans per digit (3 to 174); ``image_size``: PNG side."""
+    the path of its ``manifest.csv``. ``per_class``: scans per digit (3 to 174); ``image_size``: PNG side (8 to
+    1024). Settings, scikit-learn and espeak-ng are checked before anything is written."""
     import csv
 
-    from sklearn.datasets import load_digits
-
-    if not 3 <= per_class <= 174:
-        raise DemoError(f"per_class must be between 3 and 174 (the scans of the rarest digit), got {per_class}")
-    if image_size < 8:
-        raise DemoError(f"image_size must be >= 8, got {image_size}")
+    check_settings(per_class, seed, image_size)
+    digits = _load_digits()
     _espeak()
     out = Path(out_dir)
     _prepare(out, overwrite)
-    digits = load_digits()
     rows = plan(per_class, seed, digits.target)
     for row in rows:
         write_scan(digits.images[row["scan"]], out / row["image"], image_size)
@@ -206,8 +227,9 @@ def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("media-demo", help="build the small real image/audio/text demo set offline "
                                                       "(digit scans, espeak-ng speech, captions) with its manifest")
     parser.add_argument("out", metavar="OUT", help="a new or empty folder (or a previous demo set, with --overwrite)")
-    parser.add_argument("--per-class", type=int, default=20, help="scans per digit (default 20: 200 rows)")
-    parser.add_argument("--seed", type=int, default=0, help="which scans, voices, captions and splits (default 0)")
-    parser.add_argument("--image-size", type=int, default=32, help="PNG side in pixels (default 32)")
+    parser.add_argument("--per-class", type=int, default=20, help="scans per digit, 3 to 174 (default 20: 200 rows)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="which scans, voices, captions and splits, 0 to 2^32-1 (default 0)")
+    parser.add_argument("--image-size", type=int, default=32, help="PNG side in pixels, 8 to 1024 (default 32)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous demo set in OUT")
     parser.set_defaults(func=_command)
