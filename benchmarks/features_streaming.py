@@ -70,8 +70,10 @@ def stream(root: Path, io: str, batches: int, batch_size: int) -> dict:
     reset_peak()
     # random rows drawn without listing the whole split: a full permutation as a Python list (what RandomSampler and
     # the runner's EpochShuffle build) costs about 36 bytes per training row, which is the sampler's, not the data's
-    draws = np.random.default_rng(0).integers(0, len(splits.train), batches * batch_size).tolist()
-    loader = DataLoader(splits.train, batch_size=batch_size, sampler=draws, collate_fn=lambda batch: batch)
+    draws = np.random.default_rng(0).integers(0, len(splits.train), batches * batch_size)
+    # whole batches, as the runner fetches a split that has get_batch (mmcore.train.data: one get_batch per batch)
+    loader = DataLoader(range(batches), batch_size=None,
+                        collate_fn=lambda i: splits.train.get_batch(draws[i * batch_size:(i + 1) * batch_size]))
     start = time.perf_counter()
     rows = 0
     for batch in loader:
