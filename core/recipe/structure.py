@@ -260,6 +260,11 @@ def structure_recipe(raw: dict, registry: Registry, source: str = "") -> Recipe:
             valid = sorted(settings_fields | set(placeholder) | {"extends"})
             s.problems.append(f"{key}: unknown key{nearest_hint(key, valid, 'valid top-level keys')}")
             raw.pop(key)
+    for key in ("optimizer", "trainer"):  # the core's own tables: a scalar or an array of tables is not one
+        if key in raw and not isinstance(raw[key], dict):
+            got = "an array of tables" if isinstance(raw[key], list) else f"{type(raw[key]).__name__} {raw[key]!r}"
+            s.problems.append(f"{key}: expected a table ([{key}] with its settings), got {got}")
+            raw.pop(key)
     settings = s.attrs_class(raw, _Settings, "")
     if s.problems:
         raise RecipeError(s.problems, source)
