@@ -103,3 +103,17 @@ def test_infinite_numbers_are_refused(cli, tmp_path, override):
     status, _, err = cli("validate", RECIPE, "--set", override, cwd=tmp_path)
     assert status == 2 and "must be finite, got inf" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ids", [np.zeros(40, dtype=np.int64), np.array(["a", "b"] * 20)], ids=["ints", "strings"])
+def test_index_refuses_duplicate_ids_naming_two_rows(cli, copy, ids):
+    np.save(copy / "ids.npy", ids)
+    status, _, err = cli("index", copy / "run", "--modality", "text", copy / "text.npy", "--ids", copy / "ids.npy",
+                         "--out", copy / "idx2")
+    assert status == 2 and "ids must be unique" in err and "rows 0 and" in err, err
+    assert not (copy / "idx2").exists()
+
+
+def test_a_core_section_given_as_a_scalar_is_one_clear_problem(cli, tmp_path):
+    status, _, err = cli("validate", RECIPE, "--set", "trainer=3", cwd=tmp_path)
+    assert status == 2 and "trainer: expected a table ([trainer] with its settings), got int 3" in err

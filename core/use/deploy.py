@@ -309,7 +309,14 @@ def read_ids(path: str | Path, rows: int | None = None) -> np.ndarray:
                          f"{ids.dtype} of shape {list(ids.shape)}")
     if rows is not None and len(ids) != rows:
         raise ValueError(f"{path}: {len(ids)} ids for {rows} rows")
-    return np.asarray(ids)
+    ids = np.asarray(ids)
+    values, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if len(values) < len(ids):  # a hit could not say which item it is
+        twice = int(np.argmax(counts > 1))
+        again = int(np.flatnonzero(ids == values[twice])[1])
+        raise ValueError(f"{path}: ids must be unique; {values[twice]!r} is the id of rows {int(first[twice])} and "
+                         f"{again}")
+    return ids
 
 
 def _faiss_reason(exc: Exception) -> str:
