@@ -210,7 +210,8 @@ def _summary(exc: BaseException) -> str:
     if isinstance(exc, PluginCodeError):  # already summarised
         return str(exc)
     try:
-        text = " ".join(str(exc).split())
+        # torch's C++ errors append "Exception raised from ... frame #0: ..." after their message: not for a user
+        text = " ".join(str(exc).split("Exception raised from ")[0].split())
     except BaseException:  # noqa: BLE001 - a hostile __str__
         text = "(message could not be read)"
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
