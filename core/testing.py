@@ -10,7 +10,9 @@ subprocess (``run_cli``, with ``TINY_OVERRIDES`` to shrink a recipe file).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import signal
 from pathlib import Path
 
 TINY = {
@@ -109,3 +111,20 @@ def cli(*args, cwd=None) -> tuple:
     finally:
         os.chdir(before)
     return status, out.getvalue(), err.getvalue()
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Raise ``TimeoutError`` in the main thread when the block still runs after ``seconds`` (``SIGALRM``, POSIX
+    only), so that a test of code that must never block (opening a FIFO, reading ``/dev/zero``) fails instead of
+    hanging the suite."""
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -29,3 +29,14 @@ def pip_install_target(packages, target: Path) -> dict:
            *[str(PLUGIN_PACKAGES / p) if isinstance(p, str) else str(p) for p in packages]]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+
+
+def set_args(overrides) -> list:
+    """``["--set", o1, "--set", o2, ...]`` for the CLI."""
+    return [x for o in overrides for x in ("--set", o)]
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under ``folder`` with its size and mtime: what "nothing touched" compares."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

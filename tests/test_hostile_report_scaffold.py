@@ -7,7 +7,6 @@ The runs given to ``report`` are minimal finished-run folders (``metrics.json`` 
 
 import json
 import os
-import signal
 
 import pytest
 
@@ -41,14 +40,10 @@ def listing(folder):
 @pytest.fixture
 def alarm():
     """Fail instead of hanging (a FIFO opened for writing blocks until a reader comes)."""
-    def hung(*_):
-        raise TimeoutError("hung")
+    from mmcore.testing import deadline
 
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    with deadline(10):
+        yield
 
 
 @pytest.mark.parametrize("out, more, says", [

@@ -7,19 +7,9 @@ import os
 
 import pytest
 
-from core_test_support import RECIPES, TINY
+from core_test_support import RECIPES, TINY, set_args, snapshot
 
 RECIPE = RECIPES / "imagebind.toml"
-
-
-def _sets(overrides):
-    return [x for o in overrides for x in ("--set", o)]
-
-
-def _snapshot(folder):
-    """Every file under ``folder`` with its bytes' size and mtime: what "nothing touched" compares."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +18,7 @@ def finished_run(tmp_path_factory):
     from mmcore.cli import main
 
     out = tmp_path_factory.mktemp("finished") / "run"
-    assert main(["run", str(RECIPE), *_sets(TINY), "--out", str(out)]) == 0
+    assert main(["run", str(RECIPE), *set_args(TINY), "--out", str(out)]) == 0
     return out
 
 
@@ -44,30 +34,30 @@ def run(finished_run, tmp_path):
 def test_overwrite_whose_new_run_fails_before_training_keeps_the_old_run(cli, run, monkeypatch):
     import mmcore.runs.train as train_module
 
-    before = _snapshot(run)
+    before = snapshot(run)
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(train_module, "check_writable", broken)
-    status, _, err = cli("run", RECIPE, *_sets(TINY), "--out", run, "--overwrite")
+    status, _, err = cli("run", RECIPE, *set_args(TINY), "--out", run, "--overwrite")
     assert status == 1 and "No space left on device" in err and "Traceback" not in err
     assert "the run that was in" in err and "is back" in err
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
     assert [p.name for p in run.parent.iterdir()] == ["run"]  # nothing set aside is left behind
 
 
 def test_overwrite_of_a_run_with_a_failing_trainer_setting_keeps_the_old_run(cli, run):
-    before = _snapshot(run)
-    status, _, err = cli("run", RECIPE, *_sets(TINY), "--set", 'trainer.accelerator="gpu"', "--out", run,
+    before = snapshot(run)
+    status, _, err = cli("run", RECIPE, *set_args(TINY), "--set", 'trainer.accelerator="gpu"', "--out", run,
                          "--overwrite")
     assert status != 0 and "Traceback" not in err
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
 
 def test_overwrite_replaces_a_finished_run_once_the_new_one_has_started(cli, run):
     old = (run / "metrics.json").stat().st_mtime_ns
-    status, _, err = cli("run", RECIPE, *_sets(TINY), "--out", run, "--overwrite")
+    status, _, err = cli("run", RECIPE, *set_args(TINY), "--out", run, "--overwrite")
     assert status == 0, err
     assert (run / "metrics.json").stat().st_mtime_ns != old
     assert [p.name for p in run.parent.iterdir()] == ["run"]
@@ -77,32 +67,32 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(cli, tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "thesis.tex").write_text("years of work")
-    status, _, err = cli("run", RECIPE, *_sets(TINY), "--out", folder, "--overwrite")
+    status, _, err = cli("run", RECIPE, *set_args(TINY), "--out", folder, "--overwrite")
     assert status == 2 and "holds no recipe.toml" in err
     assert (folder / "thesis.tex").read_text() == "years of work"
 
 
 def test_overwrite_refuses_a_run_holding_files_mmcore_did_not_write(cli, run):
     (run / "notes.txt").write_text("mine")
-    before = _snapshot(run)
-    status, _, err = cli("run", RECIPE, *_sets(TINY), "--out", run, "--overwrite")
+    before = snapshot(run)
+    status, _, err = cli("run", RECIPE, *set_args(TINY), "--out", run, "--overwrite")
     assert status == 2 and "notes.txt" in err and "did not write" in err
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
 
 @pytest.mark.parametrize("where", ["the run itself", "a folder inside it"])
 def test_overwrite_never_deletes_the_working_directory_or_a_folder_above_it(cli, run, where):
     cwd = run if where == "the run itself" else run / "sources"
-    before = _snapshot(run)
-    status, _, err = cli("run", RECIPE, *_sets(TINY), "--out", os.path.relpath(run, cwd), "--overwrite", cwd=cwd)
+    before = snapshot(run)
+    status, _, err = cli("run", RECIPE, *set_args(TINY), "--out", os.path.relpath(run, cwd), "--overwrite", cwd=cwd)
     assert status == 2 and "working directory" in err
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
 
 def test_overwrite_refuses_a_file_and_a_symbolic_link(cli, run, tmp_path):
     target = tmp_path / "link"
     target.symlink_to(run)
-    status, _, err = cli("run", RECIPE, *_sets(TINY), "--out", target, "--overwrite")
+    status, _, err = cli("run", RECIPE, *set_args(TINY), "--out", target, "--overwrite")
     assert status == 2 and "symbolic link" in err
     assert target.is_symlink() and (run / "metrics.json").is_file()
 
@@ -117,19 +107,19 @@ def _held(folder):
 
 @pytest.mark.parametrize("how", ["--resume", "--overwrite"])
 def test_a_run_directory_in_use_by_another_process_is_refused(cli, run, how):
-    before = _snapshot(run)
+    before = snapshot(run)
     fd = _held(run)
     try:
-        args = ("--resume", run) if how == "--resume" else (RECIPE, *_sets(TINY), "--out", run, "--overwrite")
+        args = ("--resume", run) if how == "--resume" else (RECIPE, *set_args(TINY), "--out", run, "--overwrite")
         status, _, err = cli("run", *args)
     finally:
         os.close(fd)
     assert status == 2 and "in use by another mmcore process" in err
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
 
 def test_the_lock_is_released_when_the_command_ends(cli, run):
-    status, _, err = cli("run", RECIPE, *_sets(TINY), "--out", run, "--overwrite")
+    status, _, err = cli("run", RECIPE, *set_args(TINY), "--out", run, "--overwrite")
     assert status == 0, err
     os.close(_held(run))  # would raise BlockingIOError if the finished command still held it
 
@@ -143,11 +133,11 @@ def test_the_lock_is_released_when_the_command_ends(cli, run):
     ('anchor.name="centrobind"', "anchor.name"),
 ])
 def test_resume_refuses_changes_the_checkpoint_depends_on_and_touches_nothing(cli, run, override, key):
-    before = _snapshot(run)
+    before = snapshot(run)
     status, _, err = cli("run", "--resume", run, "--set", override)
     assert status == 2, err
     assert "--resume cannot change" in err and key in err and "Traceback" not in err
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
 
 def test_resume_may_extend_the_run(cli, run):

@@ -7,18 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from core_test_support import RECIPES, TINY
+from core_test_support import RECIPES, TINY, set_args, snapshot
 
 RECIPE = RECIPES / "imagebind.toml"
-
-
-def _sets(overrides):
-    return [x for o in overrides for x in ("--set", o)]
-
-
-def _snapshot(folder):
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +20,7 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("second")
     run = root / "run"
-    assert main(["run", str(RECIPE), *_sets(TINY), "--out", str(run)]) == 0
+    assert main(["run", str(RECIPE), *set_args(TINY), "--out", str(run)]) == 0
     width = mmcore.load(run).inputs["text"].shape[0]
     text = root / "text.npy"
     np.save(text, np.random.default_rng(0).normal(size=(40, width)).astype(np.float32))
@@ -47,11 +38,11 @@ def copy(trained, tmp_path):
 @pytest.mark.parametrize("target", ["run/model.json", "run/recipe.toml", "run/checkpoints/last.ckpt",
                                     "run/sources/0-imagebind.toml", "idx/index.faiss", "idx/meta.json"])
 def test_embed_overwrite_never_replaces_a_file_of_a_run_or_an_index(cli, copy, target):
-    before = _snapshot(copy)
+    before = snapshot(copy)
     status, _, err = cli("embed", copy / "run", "--modality", "text", copy / "text.npy", "--out", copy / target,
                          "--overwrite")
     assert status == 2 and "--overwrite never replaces it" in err and "Traceback" not in err, err
-    assert _snapshot(copy) == before
+    assert snapshot(copy) == before
 
 
 def test_embed_overwrite_may_replace_a_file_of_the_users_inside_a_run_directory(cli, copy):
@@ -64,19 +55,19 @@ def test_embed_overwrite_may_replace_a_file_of_the_users_inside_a_run_directory(
 
 
 def test_embed_overwrite_never_replaces_its_own_input(cli, copy):
-    before = _snapshot(copy)
+    before = snapshot(copy)
     status, _, err = cli("embed", copy / "run", "--modality", "text", copy / "text.npy", "--out", copy / "text.npy",
                          "--overwrite")
     assert status == 2 and "is this command's input" in err
-    assert _snapshot(copy) == before
+    assert snapshot(copy) == before
 
 
 def test_search_out_never_replaces_the_index_it_searches(cli, copy):
-    before = _snapshot(copy)
+    before = snapshot(copy)
     status, _, err = cli("search", copy / "idx", "--run", copy / "run", "--modality", "text", copy / "text.npy",
                          "-k", "2", "--out", copy / "idx" / "index.faiss", "--overwrite")
     assert status == 2 and "part of the index directory" in err
-    assert _snapshot(copy) == before
+    assert snapshot(copy) == before
 
 
 @pytest.mark.parametrize("override", ["dataset.seed=7", "dataset.test_size=64"])

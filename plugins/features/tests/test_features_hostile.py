@@ -57,14 +57,8 @@ def _recipe(tmp_path: Path, data: Path, **dataset) -> Path:
 @pytest.fixture
 def deadline():
     """Fail (instead of hanging) when the test is still running after 60 s: an open() of a FIFO blocks forever."""
-    def expired(signum, frame):
-        raise TimeoutError("still blocked after 60 s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    with mmcore.testing.deadline(60):
+        yield
 
 
 def _labels(d, value, row=5, dtype=np.int64):
