@@ -50,8 +50,8 @@ def cmd_run(args) -> int:
                 return _error(f"{run_dir} is not an mmcore run directory (no recipe.toml)")
             if leader:
                 lock_run_dir(run_dir)
-            stored, _ = load_recipe(run_dir / "recipe.toml")
             recipe, sources = load_recipe(run_dir / "recipe.toml", args.set)
+            stored = load_recipe(run_dir / "recipe.toml")[0] if args.set else recipe
             refused = refused_resume_changes(recipe_to_dict(stored), recipe_to_dict(recipe))
             if refused:
                 raise RunDirectoryError(

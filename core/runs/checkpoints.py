@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..files import atomic_output, temporary_target
+from ..train.data import resume_position
 from .directory import RunDirectoryError
 
 _torch_load = torch.serialization.load
@@ -132,7 +133,7 @@ def inspect_checkpoint(path: Path) -> tuple:
         return None, f"not a training checkpoint (no {', '.join(missing)})"
     try:
         return _facts(state), ""
-    except (AttributeError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         return None, f"not a training checkpoint ({type(exc).__name__}: {_first_line(exc)})"
 
 
@@ -142,13 +143,9 @@ _REFUSALS = ("GLOBAL", "Can only create new object", "Can only build")
 
 def _facts(state: dict) -> dict:
     """The global step, epoch and (for a checkpoint saved mid-epoch) the training batches done in that epoch, of
-    a loaded checkpoint."""
-    fit_loop = state["loops"].get("fit_loop", {})
-    progress = fit_loop.get("epoch_loop.batch_progress", {})
-    done = int(progress.get("current", {}).get("completed", 0))
-    mid_epoch = done > 0 and not progress.get("is_last_batch", False)
-    return {"global_step": int(state["global_step"]), "epoch": int(state["epoch"]),
-            "batches": done if mid_epoch else None}
+    a loaded checkpoint (:func:`mmcore.train.data.resume_position` reads where its fit goes on)."""
+    _, done = resume_position(state)
+    return {"global_step": int(state["global_step"]), "epoch": int(state["epoch"]), "batches": done or None}
 
 
 def resume_checkpoint(run_dir: str | Path) -> tuple:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import attrs
 
-from ..files import replace_refusal
+from ..files import replace_refusal, temporary_target
 from ..files import write_atomic  # noqa: F401 - re-exported: the run's files are written with it
 from ..recipe import Recipe
 from ..registry import Registry
@@ -82,15 +82,15 @@ def _fresh_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
 
 
 RUN_ENTRIES = frozenset({
-    "recipe.toml", "sources", "plugins.json", "environment.json", "model.json", "metrics.json", "pairs.json", "checkpoints", "tb", "recall_heatmap.png", "embeddings_2d.png",
-    ".write-test",
+    "recipe.toml", "sources", "plugins.json", "environment.json", "model.json", "metrics.json", "pairs.json",
+    "checkpoints", "tb", "recall_heatmap.png", "embeddings_2d.png", ".write-test",
 })
 """Everything ``mmcore run`` writes at the top of a run directory; ``--overwrite`` replaces only such folders."""
 
 
 def _written_by_run(name: str) -> bool:
     """Whether ``mmcore run`` writes ``name`` at the top of a run directory (its own ``.<name>.tmp-<pid>`` too)."""
-    return name in RUN_ENTRIES or (name.startswith(".") and ".tmp-" in name)
+    return name in RUN_ENTRIES or temporary_target(name) is not None
 
 
 def check_replaceable(out: str | Path, overwrite: bool) -> Path | None:
