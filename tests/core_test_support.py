@@ -40,3 +40,10 @@ def snapshot(folder: Path) -> dict:
     """Every file under ``folder`` with its size and mtime: what "nothing touched" compares."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fresh_copy(folder: Path, tmp_path: Path) -> Path:
+    """A copy of ``folder`` (e.g. a run trained once per module) under ``tmp_path``, for a test to damage."""
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / folder.name))

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from core_test_support import RECIPES, TINY, set_args, snapshot
+from core_test_support import RECIPES, TINY, fresh_copy, set_args, snapshot
 
 RECIPE = RECIPES / "imagebind.toml"
 
@@ -24,11 +24,7 @@ def finished_run(tmp_path_factory):
 
 @pytest.fixture
 def run(finished_run, tmp_path):
-    import shutil
-
-    target = tmp_path / "run"
-    shutil.copytree(finished_run, target)
-    return target
+    return fresh_copy(finished_run, tmp_path)
 
 
 def test_overwrite_whose_new_run_fails_before_training_keeps_the_old_run(cli, run, monkeypatch):

@@ -2,12 +2,10 @@
 own files (or the command's input), ``eval --set`` of a setting that changes what the data is, quoted ``--set``
 keys, infinite numbers."""
 
-import shutil
-
 import numpy as np
 import pytest
 
-from core_test_support import RECIPES, TINY, set_args, snapshot
+from core_test_support import RECIPES, TINY, fresh_copy, set_args, snapshot
 
 RECIPE = RECIPES / "imagebind.toml"
 
@@ -30,9 +28,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture
 def copy(trained, tmp_path):
-    target = tmp_path / "t"
-    shutil.copytree(trained, target)
-    return target
+    return fresh_copy(trained, tmp_path)
 
 
 @pytest.mark.parametrize("target", ["run/model.json", "run/recipe.toml", "run/checkpoints/last.ckpt",
