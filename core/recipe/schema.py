@@ -79,11 +79,15 @@ class ComponentSection:
 class EncoderSection(ComponentSection):
     """An encoder section. Core settings of every encoder: ``frozen = true`` keeps all its weights fixed (a
     pretrained anchor); ``lr`` and ``weight_decay`` give it its own optimizer settings (a pretrained tower wants a
-    lower learning rate than new heads); None means the ``[optimizer]`` value."""
+    lower learning rate than new heads); None means the ``[optimizer]`` value. ``grad_checkpointing = true`` keeps
+    fewer activations and recomputes them in the backward (:func:`mmcore.train.grad_checkpointing.enable`: timm's and
+    open_clip's ``set_grad_checkpointing``, transformers' ``gradient_checkpointing_enable``, else
+    ``torch.utils.checkpoint`` around the whole encoder)."""
 
     frozen: bool = False
     lr: float | None = None
     weight_decay: float | None = None
+    grad_checkpointing: bool = False
 
 
 @attrs.frozen
@@ -104,6 +108,10 @@ class TrainerSettings:
     ``compile`` wraps each encoder in ``torch.compile``; ``precision = "bf16-mixed"`` trains in bfloat16 autocast.
     ``on_nonfinite``: a NaN/inf loss term either stops the run (``"stop"``: the message names the term, the step and
     the last good checkpoint) or skips that batch's update (``"skip"``, counted in ``train/skipped_batches``).
+    ``embed_chunk = n`` (0: off) selects the cached step (:mod:`mmcore.train.cached`, GradCache): each encoder
+    runs on at most ``n`` rows at a time, twice, and the gradient is the whole batch's, so ``batch_size`` is
+    limited by the ``[batch_size, embed_dim]`` embeddings rather than by the encoders' activations. It is also how
+    mmcore accumulates: there is no ``accumulate_grad_batches``, which would shrink the negatives each query sees.
     """
 
     max_epochs: int = attrs.field(default=10, validator=_positive)
@@ -119,6 +127,7 @@ class TrainerSettings:
     deterministic: bool = False
     compile: bool = False
     on_nonfinite: Literal["stop", "skip"] = "stop"
+    embed_chunk: int = attrs.field(default=0, validator=_non_negative)
 
 
 def _default_loss() -> dict:

@@ -197,8 +197,14 @@ class _Structurer:
 
 
 ENCODER_CORE_KEYS = {"frozen": (bool, False), "lr": ((int, float, type(None)), None),
-                     "weight_decay": ((int, float, type(None)), None)}
+                     "weight_decay": ((int, float, type(None)), None), "grad_checkpointing": (bool, False)}
 """Keys of an ``[encoders.<m>]`` section the core reads itself (the rest is the encoder's config)."""
+
+
+ACCUMULATION_REFUSED = (
+    "trainer.accumulate_grad_batches: not a setting: accumulating gradients over small batches changes a contrastive "
+    "objective (each query sees only its own small batch's negatives). To train a batch larger than memory with the "
+    "whole batch's gradient, set trainer.embed_chunk (the cached step: each encoder runs on that many rows at a time)")
 
 
 def _encoder_core(values: dict, modality: str, s) -> dict:
@@ -265,6 +271,9 @@ def structure_recipe(raw: dict, registry: Registry, source: str = "") -> Recipe:
             got = "an array of tables" if isinstance(raw[key], list) else f"{type(raw[key]).__name__} {raw[key]!r}"
             s.problems.append(f"{key}: expected a table ([{key}] with its settings), got {got}")
             raw.pop(key)
+    if isinstance(raw.get("trainer"), dict) and "accumulate_grad_batches" in raw["trainer"]:
+        raw["trainer"] = {k: v for k, v in raw["trainer"].items() if k != "accumulate_grad_batches"}
+        s.problems.append(ACCUMULATION_REFUSED)
     settings = s.attrs_class(raw, _Settings, "")
     if s.problems:
         raise RecipeError(s.problems, source)

@@ -20,6 +20,8 @@ def recipe_to_dict(recipe: Recipe) -> dict:
         out = {"name": sec.name}
         if isinstance(sec, EncoderSection):
             out["frozen"] = sec.frozen
+            if sec.grad_checkpointing:
+                out["grad_checkpointing"] = True
             for key in ("lr", "weight_decay"):
                 if getattr(sec, key) is not None:
                     out[key] = getattr(sec, key)

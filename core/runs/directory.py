@@ -213,7 +213,7 @@ def check_unlocked(path: str | Path) -> None:
 
 RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
                      "trainer.strategy", "trainer.num_workers", "trainer.log_every_n_steps", "trainer.on_nonfinite",
-                     "trainer.deterministic", "output_dir", "evaluators")
+                     "trainer.deterministic", "trainer.embed_chunk", "output_dir", "evaluators")
 """What ``--resume --set`` may change: where and how long the run goes on, and what it measures at the end.
 Everything else (data, encoders, anchor, loss, optimizer, seed, batch size, precision, ...) shapes the checkpoint or
 the trajectory it continues, and a changed value would silently make another run under the old one's name."""

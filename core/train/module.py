@@ -16,6 +16,8 @@ from ..contracts import Batch, EmbeddedSplit, select_rows
 from ..recipe import Recipe
 from torch.utils.data import default_collate
 
+from .cached import backward_through_encoders, embed_without_graph
+from .grad_checkpointing import enable as enable_grad_checkpointing
 from .data import accepts_train, present_index
 from .objective import term_loss
 
@@ -49,9 +51,12 @@ class BindingModule(L.LightningModule):
         self.skipped_samples = 0  # media cells the dataset dropped as undecodable (on_bad_media = "skip")
         self._pending_checks: list = []  # (host flags, CUDA event, term names, step, epoch), oldest first
         self._collected: dict = {}
+        self.grad_checkpointing: dict = {}  # modality -> how its activations are checkpointed
         for modality, section in recipe.encoders.items():
             if section.frozen:
                 self.encoders[modality].requires_grad_(False)
+            if section.grad_checkpointing:
+                self.grad_checkpointing[modality] = enable_grad_checkpointing(self.encoders[modality])
 
     # -- the math -----------------------------------------------------------------------------------------
 
@@ -105,11 +110,32 @@ class BindingModule(L.LightningModule):
             z[m] = self.scatter_present(self.encode_present(m, batch.inputs[m], index), batch.size, index)
         return z
 
-    def objective(self, batch: Batch) -> dict:
-        """All weighted loss terms of a batch: ``{term name: scalar}`` (their sum is what is minimised).
+    def embed_cached(self, batch: Batch, chunk: int) -> dict:
+        """``{m: EncoderCache}``: each encoder's raw outputs on its present rows, ``chunk`` rows per call, without a
+        graph (:func:`mmcore.train.cached.embed_without_graph`). Modalities no row has are left out."""
+        rows = batch.rows or {}
+        caches = {}
+        for m, encoder in self.encoders.items():
+            index = self.present_rows(batch.present[m], rows.get(m))
+            count = batch.size if index is None else int(index.numel())
+            if batch.inputs[m] is not None and count:
+                caches[m] = embed_without_graph(encoder, batch.inputs[m], index, count, chunk, self.device)
+        return caches
 
-        Each term contributes ``term.weight * term_loss(loss, term)``; aux losses are added as returned."""
-        z = self.embed(batch)
+    def embeddings_of(self, caches: dict, batch: Batch) -> dict:
+        """``{m: [B, d]}`` as :meth:`embed` returns them, from :meth:`embed_cached`'s outputs."""
+        z = {}
+        for m in self.encoders:
+            if m in caches:
+                z[m] = self.scatter_present(caches[m].raw, batch.size, caches[m].index)
+            else:
+                z[m] = torch.zeros((batch.size, self.recipe.embed_dim), device=self.device)
+        return z
+
+    def align(self, z: dict, batch: Batch) -> dict:
+        """All weighted loss terms of the embeddings ``z`` of a batch: ``{term name: scalar}`` (their sum is what is
+        minimised). Each term contributes ``term.weight * term_loss(loss, term)``; aux losses are added as
+        returned."""
         alignment = self.strategy(z, batch.present, batch)
         losses = {term.name: term.weight * term_loss(self.loss, term) for term in alignment.terms}
         for name, value in alignment.aux_losses.items():
@@ -118,11 +144,39 @@ class BindingModule(L.LightningModule):
             losses[name] = value
         return losses
 
+    def objective(self, batch: Batch) -> dict:
+        """:meth:`align` of the batch's embeddings, each encoder run once on all its present rows."""
+        return self.align(self.embed(batch), batch)
+
+    def step_losses(self, batch: Batch, chunk: int = 0) -> tuple:
+        """``(losses, finish)``: the batch's :meth:`align` losses, and ``finish(total) -> tensor to back-propagate``.
+
+        ``chunk = 0``: the plain step (each encoder runs once, with its graph); ``finish`` returns ``total``.
+        ``chunk > 0``: the cached step (:mod:`mmcore.train.cached`): the encoders run ``chunk`` rows at a time
+        without a graph; ``finish`` back-propagates all chunks but each encoder's last and returns the surrogate
+        loss whose backward completes the whole batch's gradient. Call ``finish`` at most once."""
+        if not chunk:
+            return self.objective(batch), lambda total: total
+        caches = self.embed_cached(batch, chunk)
+
+        def finish(total):
+            return backward_through_encoders(total, dict(self.encoders), batch.inputs, caches, self.own_parameters(),
+                                             self.device)
+
+        return self.align(self.embeddings_of(caches, batch), batch), finish
+
+    def own_parameters(self) -> list:
+        """The trainable parameters outside the encoders (the strategy's, the loss's temperatures)."""
+        encoders = {id(p) for p in self.encoders.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in encoders]
+
     # -- Lightning hooks ----------------------------------------------------------------------------------
 
     def _step(self, data: dict, stage: str) -> torch.Tensor | None:
+        """The step's loss (logged); in training with ``trainer.embed_chunk``, the cached step's surrogate loss
+        (:mod:`mmcore.train.cached`), after its encoders' chunks but the last have been back-propagated."""
         batch = Batch.from_collated(data)
-        losses = self.objective(batch)
+        losses, finish = self.step_losses(batch, self.recipe.trainer.embed_chunk)
         if stage == "train" and not self._check_finite(losses):
             return None
         total = torch.stack(list(losses.values())).sum()
@@ -132,7 +186,13 @@ class BindingModule(L.LightningModule):
                       on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
         self.log(f"{stage}/loss", total.detach(), on_step=on_step, on_epoch=not on_step, prog_bar=True,
                  batch_size=size, sync_dist=not on_step)
-        return total
+        return finish(total) if stage == "train" else total
+
+    def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
+        """Lightning clears gradients between ``training_step`` and the backward; the cached step has already
+        back-propagated most chunks by then, so it clears them itself when the step starts."""
+        if not self.recipe.trainer.embed_chunk:
+            optimizer.zero_grad()
 
     def _check_finite(self, losses: dict) -> bool:
         """False when this batch must be skipped; raises :class:`NonFiniteLoss` in ``"stop"`` mode.
@@ -189,6 +249,9 @@ class BindingModule(L.LightningModule):
                             "Set trainer.on_nonfinite = \"skip\" to skip such batches instead.")
 
     def training_step(self, data, batch_idx):
+        if self.recipe.trainer.embed_chunk:
+            for optimizer in self.trainer.optimizers:
+                optimizer.zero_grad()
         if data.get("skipped"):
             self.skipped_samples += int(data["skipped"])  # this rank's count; logged at each epoch's end
         total = self._step(data, "train")
@@ -216,7 +279,8 @@ class BindingModule(L.LightningModule):
 
     def test_step(self, data, batch_idx, dataloader_idx: int = 0):
         batch = Batch.from_collated(data)
-        z = self.embed(batch)
+        chunk = self.recipe.trainer.embed_chunk
+        z = self.embeddings_of(self.embed_cached(batch, chunk), batch) if chunk else self.embed(batch)
         store = self._collected.setdefault(dataloader_idx, {"z": {}, "present": {}, "labels": [], "ids": []})
         for m in z:
             store["z"].setdefault(m, []).append(z[m].float())

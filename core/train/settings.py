@@ -73,6 +73,10 @@ def check_trainer(recipe: Recipe) -> None:
     whose addition makes the construction fail (``strategy = "fsdp"`` with ``accelerator = "cpu"`` names the
     strategy)."""
     t = recipe.trainer
+    if t.embed_chunk and str(t.precision) in ("16", "16-mixed"):
+        raise RecipeError([f"trainer.embed_chunk: {t.embed_chunk} (the cached step) cannot run with precision = "
+                           f"{t.precision!r}: it back-propagates its chunks inside the step, outside Lightning's fp16 "
+                           'loss scaler; use precision = "bf16-mixed" or "32-true"'])
     settings = {key: getattr(t, key) for key in KEYS}
     error = _construct(settings)
     if error is None:
