@@ -189,3 +189,28 @@ def test_the_recipe_switches_and_what_they_refuse():
                             registry, "<test>")
     with pytest.raises(RecipeError, match="fp16 loss scaler"):
         check_trainer(fp16)
+
+
+def test_a_run_with_the_cached_step_and_checkpointing_trains_the_weights_of_a_plain_run(tmp_path):
+    """Through Lightning's loop (zero_grad, clipping, AdamW, the schedule): 4 steps of the cached step with
+    activation checkpointing reach the weights of 4 plain steps (one BLAS thread, so sums run in one order)."""
+    from mmcore.runs.checkpoints import load_checkpoint
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        plain = mmcore.testing.tiny_recipe(trainer={"max_epochs": 1, "gradient_clip_val": 1.0})
+        cached = mmcore.testing.tiny_recipe(trainer={"max_epochs": 1, "gradient_clip_val": 1.0, "embed_chunk": 24})
+        cached["encoders"]["image"]["grad_checkpointing"] = True
+        metrics = [mmcore.testing.run_recipe(raw, tmp_path / name) for raw, name in ((plain, "plain"),
+                                                                                  (cached, "cached"))]
+    finally:
+        torch.set_num_threads(threads)
+    weights = [load_checkpoint(tmp_path / name / "checkpoints" / "last.ckpt")["state_dict"]
+               for name in ("plain", "cached")]
+    assert weights[0].keys() == weights[1].keys()
+    initial = assemble(structure_recipe(plain, get_registry(), "<test>"))[0].state_dict()
+    assert any(not torch.allclose(initial[k], v) for k, v in weights[0].items())  # training moved the weights
+    for key, value in weights[0].items():
+        assert torch.allclose(weights[1][key], value, atol=1e-5, rtol=1e-4), key
+    assert metrics[1] == pytest.approx(metrics[0], abs=1e-3)  # the test split, embedded 24 rows at a time

@@ -33,3 +33,16 @@ def test_a_two_process_ddp_run_writes_one_run_directory_with_metrics_over_the_wh
     assert metrics["samples"] == 300
     assert 1 <= metrics["retrieval/text->image/mean_rank"] <= 300
     assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_two_processes_taking_the_cached_step_under_lightning_ddp_give_the_whole_batch_gradient(tmp_path):
+    # each rank chunks its own rows (trainer.embed_chunk = 5 of 24) and back-propagates most chunks inside the
+    # step; DDP's all-reduce must still average the whole accumulated gradient (tests/ddp_cached_check.py)
+    out = tmp_path / "report.json"
+    script = Path(__file__).with_name("ddp_cached_check.py")
+    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["names_equal"] and report["parameters"] > 10 and report["temperature_grad"], report
+    assert report["max_grad_diff"] <= 1e-5 * report["max_grad"], report

@@ -141,19 +141,22 @@ def _with_sigterm_at_step_2(monkeypatch):
     monkeypatch.setattr(runs_train, "make_trainer", make_trainer)
 
 
-def test_after_sigterm_in_the_first_epoch_the_printed_resume_command_works_and_is_exact(cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize("embed_chunk", [0, 48], ids=["plain step", "cached step"])
+def test_after_sigterm_in_the_first_epoch_the_printed_resume_command_works_and_is_exact(cli, tmp_path, monkeypatch,
+                                                                                      embed_chunk):
     """SIGTERM after 2 of the first epoch's 4 batches: no last.ckpt yet, only interrupted.ckpt. The command
     printed resumes from it, goes on from batch 3, and reaches the metrics of an uninterrupted run (one BLAS
-    thread: see tests/test_reliability.py's ONE_THREAD)."""
+    thread: see tests/test_reliability.py's ONE_THREAD). The same with the cached step (trainer.embed_chunk)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    overrides = [*TWO_EPOCHS, f"trainer.embed_chunk={embed_chunk}"]
     try:
-        status, _, err = cli("run", RECIPES / "imagebind.toml", *_set(TWO_EPOCHS), "--out", tmp_path / "whole")
+        status, _, err = cli("run", RECIPES / "imagebind.toml", *_set(overrides), "--out", tmp_path / "whole")
         assert status == 0, err
         out = tmp_path / "run"
         with monkeypatch.context() as patched:
             _with_sigterm_at_step_2(patched)
-            status, _, err = cli("run", RECIPES / "imagebind.toml", *_set(TWO_EPOCHS), "--out", out)
+            status, _, err = cli("run", RECIPES / "imagebind.toml", *_set(overrides), "--out", out)
         assert status == 143, err
         assert not (out / "checkpoints" / "last.ckpt").exists()
         assert _step(out / "checkpoints" / "interrupted.ckpt") == 2

@@ -158,11 +158,16 @@ def _poisoned(recipe_overrides, step):
     return recipe, sources, (module, data)
 
 
-def test_a_nan_loss_term_stops_the_run_naming_the_term_the_step_and_the_last_good_checkpoint(tmp_path):
+STEPS = pytest.mark.parametrize("step", ["trainer.embed_chunk=0", "trainer.embed_chunk=40"],
+                                ids=["plain step", "cached step"])
+
+
+@STEPS
+def test_a_nan_loss_term_stops_the_run_naming_the_term_the_step_and_the_last_good_checkpoint(tmp_path, step):
     from mmcore.train.module import NonFiniteLoss
     from mmcore.runs.train import train
 
-    recipe, sources, built = _poisoned([], step=6)
+    recipe, sources, built = _poisoned([step], step=6)
     with pytest.raises(NonFiniteLoss) as info:
         train(recipe, sources, tmp_path, module_data=built)
     message = str(info.value)
@@ -171,10 +176,11 @@ def test_a_nan_loss_term_stops_the_run_naming_the_term_the_step_and_the_last_goo
     assert _epoch_of(tmp_path / "checkpoints" / "last.ckpt") == 0  # kept, from before the fault
 
 
-def test_on_nonfinite_skip_skips_the_bad_batch_and_finishes(tmp_path):
+@STEPS
+def test_on_nonfinite_skip_skips_the_bad_batch_and_finishes(tmp_path, step):
     from mmcore.runs.train import train
 
-    recipe, sources, built = _poisoned(["trainer.on_nonfinite=skip"], step=6)
+    recipe, sources, built = _poisoned(["trainer.on_nonfinite=skip", step], step=6)
     metrics = train(recipe, sources, tmp_path, module_data=built)
     assert built[0].skipped_batches == 1
     assert all(value == value for value in metrics.values())  # no NaN anywhere
