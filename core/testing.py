@@ -63,6 +63,35 @@ def run_recipe(raw: dict, out: str | Path) -> dict:
     return train(recipe, [], run_dir, registry, module_data=built)
 
 
+def module_and_batch(raw: dict, registry=None) -> tuple:
+    """``(module, batch)``: a raw recipe's assembled :class:`~mmcore.train.module.BindingModule` in training mode
+    and its first training :class:`mmcore.Batch`, for checks of one step (:func:`step_gradients`)."""
+    from .contracts import Batch
+    from .recipe import structure_recipe
+    from .registry import get_registry
+    from .train.build import assemble
+
+    registry = registry or get_registry()
+    module, data = assemble(structure_recipe(raw, registry, "<test recipe>"), registry)
+    data.setup("fit")
+    module.train()
+    return module, Batch.from_collated(next(iter(data.train_dataloader())))
+
+
+def step_gradients(module, batch, chunk: int = 0, seed: int = 0) -> tuple:
+    """``(loss, {parameter name: gradient})`` of one training step on ``batch``, the RNG seeded with ``seed``:
+    the plain step (``chunk = 0``) or the cached one (``trainer.embed_chunk = chunk``). An encoder keeps the cached
+    step's promise when both give the same gradients (BatchNorm in training mode does not: statistics per chunk)."""
+    import torch
+
+    module.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    losses, finish = module.step_losses(batch, chunk)
+    total = torch.stack(list(losses.values())).sum()
+    finish(total).backward()
+    return total.item(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
 TINY_OVERRIDES = (
     "trainer.max_epochs=1",
     "dataset.train_size=512",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mmcore
-from mmcore.contracts import Batch, select_rows
+from mmcore.contracts import select_rows
 from mmcore.recipe import RecipeError, structure_recipe
 from mmcore.registry import get_registry
 from mmcore.train.build import assemble
@@ -37,23 +37,18 @@ def build(anchor=None, loss=None, dropout=0.0, batch=100, **changes):
         encoders={m: {"name": "mlp", "hidden": [48], "dropout": dropout} for m in ("image", "text", "audio")},
         trainer={"batch_size": batch}, **changes)
     raw["dataset"]["pairing"] = PAIRING
-    module, data = assemble(structure_recipe(raw, get_registry(), "<test>"))
-    data.setup("fit")
-    module.train()
-    return module, Batch.from_collated(next(iter(data.train_dataloader())))
+    return mmcore.testing.module_and_batch(raw)
 
 
 def gradients(module, batch, chunk, seed=7, embed=None):
-    """``(loss value, {parameter name: gradient})`` of one step: plain (``chunk = 0``), cached, or with the
-    embeddings from ``embed(module, batch)`` (a reference)."""
+    """:func:`mmcore.testing.step_gradients`, or the step with the embeddings ``embed(module, batch)`` (a
+    reference)."""
+    if embed is None:
+        return mmcore.testing.step_gradients(module, batch, chunk, seed)
     module.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    if embed is not None:
-        losses, finish = module.align(embed(module, batch), batch), (lambda total: total)
-    else:
-        losses, finish = module.step_losses(batch, chunk)
-    total = torch.stack(list(losses.values())).sum()
-    finish(total).backward()
+    total = torch.stack(list(module.align(embed(module, batch), batch).values())).sum()
+    total.backward()
     return total.item(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
 
 

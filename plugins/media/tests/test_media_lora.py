@@ -12,21 +12,7 @@ pytest.importorskip("peft", reason='pip install "mmcore-media[lora]"')
 from mmcore_media.text import HfTextConfig, build_hf_text  # noqa: E402
 from mmcore_media.tuning import LoraSettings, count_trainable  # noqa: E402
 
-WORDS = "[PAD] [UNK] [CLS] [SEP] [MASK] a dog cat barking the photo of sings loud ##ly bird".split()
 TEXTS = ["a dog barking", "the cat", "a bird sings loudly"]
-
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    """A random 2-layer, 16-wide BERT and its tokenizer, saved as a transformers model directory."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    directory = tmp_path_factory.mktemp("bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(directory)
-    BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(directory)
-    return str(directory)
 
 
 def build(model, pretrained=True, **settings):
