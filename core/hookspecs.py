@@ -102,6 +102,12 @@ def mmcore_encoders():
     and ``mmcore export`` call ``forward`` directly on arrays shaped as ``input`` says (``collate`` is not applied);
     for raw media, ``encode`` applies ``preprocess(item, train=False)`` and ``collate`` first, as evaluation does.
     ``lr`` and ``weight_decay`` in the section put its parameters in optimizer groups of their own.
+    ``grad_checkpointing = true`` in the section calls its ``set_grad_checkpointing(True)`` (or that of its
+    outermost submodules that have one; transformers' ``activation_checkpointing_enable`` likewise), else wraps its
+    ``forward`` in ``torch.utils.checkpoint``. With ``trainer.embed_chunk = n`` (the cached step) ``forward`` is
+    called on at most ``n`` present rows at a time, twice per training step: without a graph, then with a graph
+    and the RNG state of the first call; the gradient equals the whole batch's when a row's output does not depend
+    on the other rows of its call (not so for BatchNorm in training mode).
 
     Checked by ``mmcore validate``: the build returns an ``nn.Module`` (contract check); the probe step runs it on
     the present rows of the first 16 training samples, which must give a tensor ``[rows, embed_dim]``.
