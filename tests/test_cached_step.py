@@ -210,3 +210,17 @@ def test_a_run_with_the_cached_step_and_checkpointing_trains_the_weights_of_a_pl
         assert torch.allclose(weights[1][key], value, atol=1e-5, rtol=1e-4), key
     # the test split, embedded 24 rows at a time: float rounding moves a few tied ranks, no more
     assert metrics[1] == pytest.approx(metrics[0], rel=5e-3, abs=1e-2)
+
+
+def test_a_modality_no_row_of_the_batch_has_runs_on_zero_rows_as_in_the_plain_step():
+    module, batch = build(STRATEGIES["pairwise"])
+    present = dict(batch.present)
+    present["audio"] = torch.zeros_like(present["audio"])
+    batch = type(batch)(batch.inputs, present, batch.labels, batch.ids)
+    calls = []
+    module.encoders["audio"].register_forward_hook(lambda mod, args, out: calls.append(out.shape[0]))
+    plain = gradients(module, batch, 0)
+    assert calls == [0]
+    cached = gradients(module, batch, 16)
+    assert calls == [0, 0, 0]  # without a graph, then again with one (under DDP its parameters must be reached)
+    assert_same(plain, cached)

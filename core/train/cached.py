@@ -74,10 +74,12 @@ def _replay(encoder, inputs, state: tuple, device: torch.device) -> torch.Tensor
 
 def embed_without_graph(encoder, inputs, index, count: int, chunk: int, device: torch.device) -> EncoderCache:
     """Run ``encoder`` on the ``count`` present rows (``index``: their batch rows, None for all) ``chunk`` rows at a
-    time with no graph. Returns the :class:`EncoderCache`; ``raw`` requires grad when the encoder trains."""
+    time with no graph (``count = 0``: once, on zero rows). Returns the :class:`EncoderCache`; ``raw`` requires grad when the encoder trains."""
     parts, chunks = [], []
     with torch.no_grad():
-        for start in range(0, count, chunk):
+        # no present row: one call on zero rows, as the plain step makes (under DDP every encoder that ran must
+        # reach the final backward)
+        for start in range(0, count, chunk) if count else (0,):
             rows = slice(start, min(start + chunk, count))
             chosen = select_rows(inputs, rows if index is None else index[rows])
             chunks.append((rows, _rng_state(device)))

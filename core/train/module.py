@@ -112,13 +112,13 @@ class BindingModule(L.LightningModule):
 
     def embed_cached(self, batch: Batch, chunk: int) -> dict:
         """``{m: EncoderCache}``: each encoder's raw outputs on its present rows, ``chunk`` rows per call, without a
-        graph (:func:`mmcore.train.cached.embed_without_graph`). Modalities no row has are left out."""
+        graph (:func:`mmcore.train.cached.embed_without_graph`). Raw-media modalities no row has are left out."""
         rows = batch.rows or {}
         caches = {}
         for m, encoder in self.encoders.items():
             index = self.present_rows(batch.present[m], rows.get(m))
             count = batch.size if index is None else int(index.numel())
-            if batch.inputs[m] is not None and count:
+            if batch.inputs[m] is not None:  # None: raw media no row of the batch has (the encoder is not run)
                 caches[m] = embed_without_graph(encoder, batch.inputs[m], index, count, chunk, self.device)
         return caches
 
