@@ -84,6 +84,9 @@ def embed_without_graph(encoder, inputs, index, count: int, chunk: int, device: 
             chosen = select_rows(inputs, rows if index is None else index[rows])
             chunks.append((rows, _rng_state(device)))
             parts.append(encoder(chosen))
+    # autocast caches its low-precision copies of the weights for the rest of the step; made here, under no_grad,
+    # they carry no graph, and the replay would reuse them: no gradient would ever reach those weights
+    torch.clear_autocast_cache()
     raw = torch.cat(parts) if len(parts) > 1 else parts[0]
     return EncoderCache(raw.requires_grad_(trains(encoder) and torch.is_grad_enabled()), index, chunks)
 
