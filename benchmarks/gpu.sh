@@ -2,13 +2,14 @@
 # The GPU figures of benchmarks/RESULTS.md, in one go: bash benchmarks/gpu.sh OUT_DIR [PART ...]
 #
 # PART is any of: smoke (the default recipe trained on the GPU), loss (plain vs tiled loss, fp32 and bf16),
-# retrieval (1M x 512 gallery), throughput (mmcore vs a hand-written loop: fp32, bf16, bf16 + torch.compile).
-# Default: all four. Each part's output goes to OUT_DIR/<part>.log as well as to the terminal.
+# retrieval (1M x 512 gallery), throughput (mmcore vs a hand-written loop: fp32, bf16, bf16 + torch.compile),
+# cached (plain vs checkpointed vs cached step, ViT-B/16 + BERT-base, bf16, B up to 65,536).
+# Default: all five. Each part's output goes to OUT_DIR/<part>.log as well as to the terminal.
 # Needs mmcore and its plugins installed (pip install -r requirements.txt) and one CUDA GPU.
 set -u
-out=${1:?usage: benchmarks/gpu.sh OUT_DIR [smoke|loss|retrieval|throughput ...]}
+out=${1:?usage: benchmarks/gpu.sh OUT_DIR [smoke|loss|retrieval|throughput|cached ...]}
 shift
-parts=${*:-smoke loss retrieval throughput}
+parts=${*:-smoke loss retrieval throughput cached}
 mkdir -p "$out"
 here=$(cd "$(dirname "$0")" && pwd)
 export PYTHONUNBUFFERED=1
@@ -32,6 +33,7 @@ for part in $parts; do
         loss) run_part loss python3 "$here/loss_memory.py" --gpu ;;
         retrieval) run_part retrieval python3 "$here/retrieval.py" --gallery 1000000 --dim 512 --queries 10000 ;;
         throughput) run_part throughput python3 "$here/throughput.py" --gpu --sweep ;;
-        *) echo "unknown part: $part (smoke, loss, retrieval, throughput)"; exit 2 ;;
+        cached) run_part cached python3 "$here/cached_step.py" --device cuda --size vit-b16 ;;
+        *) echo "unknown part: $part (smoke, loss, retrieval, throughput, cached)"; exit 2 ;;
     esac
 done
