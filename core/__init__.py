@@ -11,7 +11,7 @@ Contracts and data
 Helpers for plugins
     pairs: ``anchor_terms``, ``anchor_term_names``, ``pairs_with``, ``observed_pairs``; losses: ``info_nce_rows``,
     ``info_nce_pair_rows``, ``blockwise_rows`` (any row-wise loss, tiled and gathered with no backward to write),
-    ``tiled_logsumexp``, ``add_logit_scale``, ``clamped_logit_scale``, ``MASKED_LOGIT``, ``gather_with_grad``;
+    ``tiled_logsumexp``, ``check_loss_kernel`` (a loss's ``kernel = "torch" | "triton"`` setting), ``add_logit_scale``, ``clamped_logit_scale``, ``MASKED_LOGIT``, ``gather_with_grad``;
     evaluation: ``evaluator``, ``recall_at_k``, ``ranks_of_positives``, ``build_index``, ``class_prototypes``;
     data: ``TensorSplit``, ``select_rows``, ``stratified_split``; encoders: ``projection_head``.
 Runs
@@ -56,6 +56,7 @@ _LAZY = {
     "clamped_logit_scale": "mmcore.contrastive.infonce",
     "tiled_logsumexp": "mmcore.contrastive.tiled",
     "blockwise_rows": "mmcore.contrastive.blockwise",
+    "check_loss_kernel": "mmcore.contrastive.kernels",
     "ranks_of_positives": "mmcore.builtins.evaluators",
     "build_index": "mmcore.builtins.evaluators",
     "recall_at_k": "mmcore.builtins.evaluators",

@@ -26,6 +26,7 @@ class InfoNCE(nn.Module):
         super().__init__()
         add_logit_scale(self, config.temperature, config.learnable, config.max_logit_scale)
         self.tile_size = config.tile_size
+        self.kernel = config.kernel
         self.per_term = nn.ModuleDict({
             name: Temperature(t.temperature, t.learnable, config.max_logit_scale)
             for name, t in config.per_term.items()
@@ -42,8 +43,10 @@ class InfoNCE(nn.Module):
     def rows(self, query, candidates, targets, candidate_labels=None, candidate_valid=None, direction="forward",
              term=None):
         """``[n]`` row losses; every valid candidate is a negative (``candidate_labels`` are ignored)."""
-        return info_nce_rows(query, candidates, targets, self.scale_of(term), None, candidate_valid, self.tile_size)
+        return info_nce_rows(query, candidates, targets, self.scale_of(term), None, candidate_valid, self.tile_size,
+                             self.kernel)
 
     def pair_rows(self, query, key, labels=None, valid=None, term=None):
         """Both directions at once (single process): ``(forward [B], reverse [B])``."""
-        return info_nce_pair_rows(query, key, self.scale_of(term), None, valid, tile_size=self.tile_size)
+        return info_nce_pair_rows(query, key, self.scale_of(term), None, valid, tile_size=self.tile_size,
+                                  kernel=self.kernel)

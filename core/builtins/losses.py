@@ -8,6 +8,8 @@ runner pairs the two directions of a symmetric term, drops masked rows, gathers 
 averages; a loss never re-implements any of that. A loss whose ``rows`` takes ``term=`` gets the term's name.
 """
 
+from typing import Literal
+
 import attrs
 
 from ..contracts import Component
@@ -29,18 +31,23 @@ class InfoNCEConfig:
     of the tiled loss that never builds the ``[B, B]`` logits (same values and gradients, for large batches);
     ``per_term``: temperatures of their own for some terms, by term name, e.g. ImageBind's fixed per-modality
     ones: ``audio-image = { temperature = 0.05 }``. Other terms share ``temperature``. The names are checked
-    against the anchor strategy's terms before training."""
+    against the anchor strategy's terms before training. ``kernel``: ``"torch"`` (the PyTorch tiles) or
+    ``"triton"`` (fused Triton kernels on CUDA, same values and gradients, opt-in until measured faster; see
+    :mod:`mmcore.contrastive.kernels`); for the tiled loss only."""
 
     temperature: float = attrs.field(default=0.07, validator=attrs.validators.gt(0.0))
     learnable: bool = True
     max_logit_scale: float = attrs.field(default=100.0, validator=attrs.validators.gt(0.0))
     tile_size: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     per_term: dict[str, TermTemperature] = attrs.field(factory=dict)
+    kernel: Literal["torch", "triton"] = "torch"
 
 
 def build_infonce(config: InfoNCEConfig, context):
+    from ..contrastive.kernels import check_loss_kernel
     from .infonce import InfoNCE
 
+    check_loss_kernel(config.kernel, config.tile_size)
     return InfoNCE(config)
 
 

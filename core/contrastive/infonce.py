@@ -32,7 +32,7 @@ def _restrict(logits, row_labels, candidate_labels, bias, bias_dim: int):
 
 
 def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None, candidate_valid=None,
-                  tile_size: int = 0):
+                  tile_size: int = 0, kernel: str = "torch"):
     """Per-row InfoNCE: ``log sum_j exp(s q_i.c_j) - s q_i.c_targets_i`` over the allowed candidates ``j``.
 
     query:            ``[n, d]``
@@ -45,6 +45,7 @@ def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None
     candidate_valid:  optional ``[N]`` bool; invalid candidates are never negatives
     tile_size:        0 builds the ``[n, N]`` logits; ``> 0`` computes the same values and gradients in
                       ``tile_size x tile_size`` blocks (memory ``O((n + N) d + tile_size^2)``, see ``tiled.py``)
+    kernel:           ``"torch"`` or ``"triton"``: who computes the tiles (:mod:`mmcore.contrastive.kernels`)
     Returns ``[n]``, always finite. A row whose own positive is invalid has a meaningless value: drop it.
     """
     import torch
@@ -54,7 +55,7 @@ def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None
 
         positive = logit_scale * (query * candidates[targets]).sum(1)
         return tiled_logsumexp(query, candidates, logit_scale, targets, candidate_labels, candidate_valid,
-                               tile_size) - positive
+                               tile_size, kernel) - positive
 
     row_labels = None if candidate_labels is None else candidate_labels[targets]
     logits = _restrict(logit_scale * (query @ candidates.T), row_labels, candidate_labels,
@@ -63,14 +64,15 @@ def info_nce_rows(query, candidates, targets, logit_scale, candidate_labels=None
 
 
 def info_nce_pair_rows(query, key, logit_scale, labels=None, valid=None, mask_reverse_labels: bool = True,
-                       tile_size: int = 0):
+                       tile_size: int = 0, kernel: str = "torch"):
     """Both directions of a symmetric term in one process, from one ``[B, B]`` matmul.
 
     Equal to ``info_nce_rows(query, key, arange(B), ...)`` and ``info_nce_rows(key, query, arange(B), ...)``
     (``labels``/``valid`` are per pair, ``[B]``); returns ``(forward [B], reverse [B])``. The runner uses it when a
     loss offers ``pair_rows`` and there is a single process. The reverse direction is a softmax over the columns
     of the same product (CPU), of its transposed copy (CUDA, fp32), or of a second product (CUDA, bf16/fp16).
-    ``tile_size > 0``: the same values and gradients from one tiled sweep, never building the matrix.
+    ``tile_size > 0``: the same values and gradients from one tiled sweep, never building the matrix (``kernel``:
+    the PyTorch tiles or the fused Triton kernels, as :func:`info_nce_rows`).
     """
     import torch
 
@@ -79,10 +81,10 @@ def info_nce_pair_rows(query, key, logit_scale, labels=None, valid=None, mask_re
 
         if labels is not None and not mask_reverse_labels:
             targets = torch.arange(len(query), device=query.device)
-            return (info_nce_rows(query, key, targets, logit_scale, labels, valid, tile_size),
-                    info_nce_rows(key, query, targets, logit_scale, None, valid, tile_size))
+            return (info_nce_rows(query, key, targets, logit_scale, labels, valid, tile_size, kernel),
+                    info_nce_rows(key, query, targets, logit_scale, None, valid, tile_size, kernel))
         positive = logit_scale * (query * key).sum(1)
-        row_lse, col_lse = tiled_pair_logsumexp(query, key, logit_scale, labels, valid, tile_size)
+        row_lse, col_lse = tiled_pair_logsumexp(query, key, logit_scale, labels, valid, tile_size, kernel)
         return row_lse - positive, col_lse - positive
 
     bias = _column_bias(valid)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-
 from . import MASKED_LOGIT
+from .kernels import use_fused
 
 
 def _blocks(n: int, tile: int):
@@ -126,24 +126,34 @@ class _TiledPairLogSumExp(torch.autograd.Function):
         return dq.to(q.dtype), dk.to(k.dtype), dscale.to(scale.dtype), None, None, None
 
 
-def tiled_logsumexp(q, c, scale, targets, labels=None, valid=None, tile: int = 4096):
+def tiled_logsumexp(q, c, scale, targets, labels=None, valid=None, tile: int = 4096, kernel: str = "torch"):
     """``[n]`` masked log-sum-exp of ``scale * q @ c.T`` over columns, computed in ``tile x tile`` blocks.
 
     q: ``[n, d]``, c: ``[N, d]``, scale: scalar tensor, targets: ``[n]`` column of each row's positive,
     labels: optional ``[N]`` ids (row ``i`` sees only columns with ``labels == labels[targets[i]]``),
     valid: optional ``[N]`` bool. Excluded candidates get a finite ``MASKED_LOGIT``, exactly as the plain loss.
+    ``kernel = "triton"``: the fused kernels where they apply (:mod:`mmcore.contrastive.kernels`; ``tile`` is then
+    theirs to choose).
     """
+    if use_fused(kernel, q):
+        from .fused import fused_logsumexp
+
+        return fused_logsumexp(q, c, scale, targets, labels, valid)
     scale = torch.as_tensor(scale, dtype=torch.float32, device=q.device)
     return _TiledLogSumExp.apply(q, c, scale, targets, labels, valid, int(tile))
 
 
-def tiled_pair_logsumexp(q, k, scale, labels=None, valid=None, tile: int = 4096):
+def tiled_pair_logsumexp(q, k, scale, labels=None, valid=None, tile: int = 4096, kernel: str = "torch"):
     """``([B], [B])`` log-sum-exps of the rows and of the columns of ``scale * q @ k.T``, in one tiled sweep.
 
     q, k: ``[B, d]`` paired (row ``i`` of each is one pair); labels: optional ``[B]`` ids, entry ``(i, j)`` only
     counts when ``labels[i] == labels[j]`` (in both directions); valid: optional ``[B]`` bool, an invalid pair is
     never a negative (its column is excluded from row sums, its row from column sums). Half the matrix products of
-    two ``tiled_logsumexp`` calls.
+    two ``tiled_logsumexp`` calls. ``kernel``: as :func:`tiled_logsumexp`'s.
     """
+    if use_fused(kernel, q):
+        from .fused import fused_pair_logsumexp
+
+        return fused_pair_logsumexp(q, k, scale, labels, valid)
     scale = torch.as_tensor(scale, dtype=torch.float32, device=q.device)
     return _TiledPairLogSumExp.apply(q, k, scale, labels, valid, int(tile))

@@ -21,6 +21,7 @@ Without labels (``candidate_labels is None``) the loss is plain InfoNCE.
 """
 
 import functools
+from typing import Literal
 
 import attrs
 
@@ -33,13 +34,15 @@ class MAMCLConfig:
     ``max_logit_scale``: clamp on ``1 / temperature``; ``mask_reverse``: also mask the
     candidate -> query direction (UNITE leaves it unmasked; see the module docstring); ``tile_size``: 0 for the
     plain loss, or the block size of the tiled one that never builds ``[B, B]`` (same values and gradients, for
-    large batches; labels are masked per block)."""
+    large batches; labels are masked per block); ``kernel``: ``"torch"`` or ``"triton"``, who computes the tiles
+    (``mmcore.check_loss_kernel``: the fused Triton kernels on CUDA, opt-in)."""
 
     temperature: float = attrs.field(default=0.03, validator=attrs.validators.gt(0.0))
     learnable: bool = False
     max_logit_scale: float = attrs.field(default=100.0, validator=attrs.validators.gt(0.0))
     mask_reverse: bool = True
     tile_size: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    kernel: Literal["torch", "triton"] = "torch"
 
 
 def masked_directions(mask_reverse: bool) -> frozenset:
@@ -59,6 +62,7 @@ def _make_mamcl_module():
             mmcore.add_logit_scale(self, config.temperature, config.learnable, config.max_logit_scale)
             self.masked = masked_directions(config.mask_reverse)
             self.tile_size = config.tile_size
+            self.kernel = config.kernel
 
         @property
         def logit_scale(self):
@@ -77,11 +81,12 @@ def _make_mamcl_module():
                 raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
             labels = candidate_labels if direction in self.masked else None
             return mmcore.info_nce_rows(query, candidates, targets, self.logit_scale, labels, candidate_valid,
-                                        self.tile_size)
+                                        self.tile_size, self.kernel)
 
     return MAMCL
 
 
 def build_mamcl(config: MAMCLConfig, context: mmcore.LossContext):
     """An ``nn.Module`` with ``rows(...)`` and ``logit_scale`` (the loss contract)."""
+    mmcore.check_loss_kernel(config.kernel, config.tile_size)
     return _make_mamcl_module()(config)
