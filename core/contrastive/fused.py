@@ -19,7 +19,7 @@ A symmetric pair term therefore costs two forward sweeps (rows, columns) and two
 each a full ``[B, B]`` product plus, in the backward, the gradient product: ``12 B^2 d`` FLOPs against the
 ``8 B^2 d`` the benchmark counts (see ``benchmarks/fused_loss.py``).
 
-Inputs in bf16, fp16 or fp32; products in the input dtype (fp32 as IEEE fp32, not TF32), everything else fp32.
+Element offsets are int64 (``B * d`` passes 2**31 at ``B = 2**21``, ``d = 1024``). Inputs in bf16, fp16 or fp32; products in the input dtype (fp32 as IEEE fp32, not TF32), everything else fp32.
 Excluded entries get :data:`~mmcore.contrastive.MASKED_LOGIT`, exactly as the PyTorch path; entries past the end
 of a block count nowhere. ``TRITON_INTERPRET=1`` runs the same kernels on the CPU (how CI checks them).
 """
@@ -44,6 +44,21 @@ _MASKED = tl.constexpr(MASKED_LOGIT)
 _WIDEN = tl.constexpr(INTERPRETED)
 
 
+def _configs() -> list:
+    """Block sizes and launch settings the autotuner tries once per ``(d, dtype, masks)``: on a GPU a few shapes
+    whose ``[block, BLOCK_D]`` fp32 accumulator fits in registers (not yet tuned on a GPU: see
+    ``benchmarks/fused_loss.py``); in the interpreter one small configuration."""
+    if INTERPRETED:
+        return [triton.Config(dict(BLOCK_P=16, BLOCK_Q=16, BLOCK_D=16))]
+    shapes = [(128, 64, 64, 4, 3), (128, 64, 128, 8, 3), (64, 64, 128, 4, 3), (128, 128, 64, 8, 2),
+              (64, 128, 64, 4, 3), (256, 64, 64, 8, 2)]
+    return [triton.Config(dict(BLOCK_P=bp, BLOCK_Q=bq, BLOCK_D=bd), num_warps=w, num_stages=st)
+            for bp, bq, bd, w, st in shapes]
+
+
+CONFIGS = _configs()
+
+
 @triton.jit
 def _dot(a, b, IEEE: tl.constexpr):
     """``a @ b`` accumulated in fp32: IEEE fp32 products for fp32 inputs (not TF32), the inputs' own precision for
@@ -66,9 +81,9 @@ def _masked_logits(p_ptr, q_ptr, p_rows, q_rows, n, m, scale, d,
     raw = tl.zeros((p_rows.shape[0], q_rows.shape[0]), dtype=tl.float32)
     for start in range(0, d, BLOCK_D):
         dims = start + tl.arange(0, BLOCK_D)
-        p = tl.load(p_ptr + p_rows[:, None] * d + dims[None, :],
+        p = tl.load(p_ptr + p_rows[:, None].to(tl.int64) * d + dims[None, :],
                     mask=(p_rows[:, None] < n) & (dims[None, :] < d), other=0.0)
-        q = tl.load(q_ptr + q_rows[:, None] * d + dims[None, :],
+        q = tl.load(q_ptr + q_rows[:, None].to(tl.int64) * d + dims[None, :],
                     mask=(q_rows[:, None] < m) & (dims[None, :] < d), other=0.0)
         raw += _dot(p, tl.trans(q), IEEE)
     inside = (p_rows[:, None] < n) & (q_rows[None, :] < m)
@@ -87,6 +102,7 @@ def _masked_logits(p_ptr, q_ptr, p_rows, q_rows, n, m, scale, d,
     logits = tl.where(allowed, raw * scale, _MASKED)
     return raw, logits, allowed, inside
 
+@triton.autotune(configs=CONFIGS, key=["d"])
 @triton.jit
 def _lse_kernel(p_ptr, q_ptr, out_ptr, n, m, d, scale_ptr,
                 p_valid_ptr, q_valid_ptr, p_label_ptr, q_label_ptr,
@@ -149,14 +165,14 @@ def _weights(p_ptr, q_ptr, p_rows, q_rows, n, m, scale, d, p_valid_ptr, q_valid_
         w += tl.where(col_allowed, tl.exp(col_logits - col_lse[None, :]) * col_grad[None, :], 0.0)
     return tl.where(inside, w, 0.0), raw
 
+@triton.autotune(configs=CONFIGS, key=["d"])
 @triton.jit
-def _grad_kernel(p_ptr, q_ptr, grad_ptr, scale_grad_ptr, n, m, d, scale_ptr,
+def _grad_kernel(p_ptr, q_ptr, grad_ptr, n, m, d, scale_ptr,
                  p_valid_ptr, q_valid_ptr, p_label_ptr, q_label_ptr,
                  row_lse_ptr, row_grad_ptr, col_lse_ptr, col_grad_ptr,
                  ROWS: tl.constexpr, HAS_COLS: tl.constexpr, HAS_VALID: tl.constexpr, HAS_LABELS: tl.constexpr,
                  BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):
-    """``ROWS``: dP for a block of P rows (and this block's share of the scale's gradient); else dQ for a block
-    of Q rows. The gradient is written ``BLOCK_D`` dimensions at a time (a ``[block, BLOCK_D]`` fp32
+    """``ROWS``: dP for a block of P rows; else dQ for a block of Q rows. The gradient is written ``BLOCK_D`` dimensions at a time (a ``[block, BLOCK_D]`` fp32
     accumulator, so the block's logits are recomputed once per chunk of ``d``)."""
     scale = tl.load(scale_ptr)
     pid = tl.program_id(0)
@@ -165,20 +181,16 @@ def _grad_kernel(p_ptr, q_ptr, grad_ptr, scale_grad_ptr, n, m, d, scale_ptr,
     if ROWS:
         own = pid * BLOCK_P + tl.arange(0, BLOCK_P)
         acc = tl.zeros((BLOCK_P, BLOCK_D), tl.float32)
-        scale_grad = tl.zeros((BLOCK_P,), tl.float32)
         for start in range(0, m, BLOCK_Q):
             other = start + tl.arange(0, BLOCK_Q)
-            w, raw = _weights(p_ptr, q_ptr, own, other, n, m, scale, d, p_valid_ptr, q_valid_ptr,
-                              p_label_ptr, q_label_ptr, row_lse_ptr, row_grad_ptr, col_lse_ptr, col_grad_ptr,
-                              HAS_COLS, HAS_VALID, HAS_LABELS, BLOCK_D, IEEE)
-            scale_grad += tl.sum(w * raw, 1)
-            q = tl.load(q_ptr + other[:, None] * d + dims[None, :],
+            w, _ = _weights(p_ptr, q_ptr, own, other, n, m, scale, d, p_valid_ptr, q_valid_ptr,
+                            p_label_ptr, q_label_ptr, row_lse_ptr, row_grad_ptr, col_lse_ptr, col_grad_ptr,
+                            HAS_COLS, HAS_VALID, HAS_LABELS, BLOCK_D, IEEE)
+            q = tl.load(q_ptr + other[:, None].to(tl.int64) * d + dims[None, :],
                         mask=(other[:, None] < m) & (dims[None, :] < d), other=0.0)
             acc += _dot(w.to(q.dtype), q, IEEE)
-        tl.store(grad_ptr + own[:, None] * d + dims[None, :], acc * scale,
+        tl.store(grad_ptr + own[:, None].to(tl.int64) * d + dims[None, :], acc * scale,
                  mask=(own[:, None] < n) & (dims[None, :] < d))
-        if chunk == 0:
-            tl.store(scale_grad_ptr + pid, tl.sum(scale_grad, 0))
     else:
         own = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
         acc = tl.zeros((BLOCK_Q, BLOCK_D), tl.float32)
@@ -187,26 +199,11 @@ def _grad_kernel(p_ptr, q_ptr, grad_ptr, scale_grad_ptr, n, m, d, scale_ptr,
             w, _ = _weights(p_ptr, q_ptr, other, own, n, m, scale, d, p_valid_ptr, q_valid_ptr,
                             p_label_ptr, q_label_ptr, row_lse_ptr, row_grad_ptr, col_lse_ptr, col_grad_ptr,
                             HAS_COLS, HAS_VALID, HAS_LABELS, BLOCK_D, IEEE)
-            p = tl.load(p_ptr + other[:, None] * d + dims[None, :],
+            p = tl.load(p_ptr + other[:, None].to(tl.int64) * d + dims[None, :],
                         mask=(other[:, None] < n) & (dims[None, :] < d), other=0.0)
             acc += _dot(tl.trans(w.to(p.dtype)), p, IEEE)
-        tl.store(grad_ptr + own[:, None] * d + dims[None, :], acc * scale,
+        tl.store(grad_ptr + own[:, None].to(tl.int64) * d + dims[None, :], acc * scale,
                  mask=(own[:, None] < m) & (dims[None, :] < d))
-
-BLOCKS = [dict(BLOCK_P=16, BLOCK_Q=16, BLOCK_D=16)] if INTERPRETED else [
-    dict(BLOCK_P=bp, BLOCK_Q=bq, BLOCK_D=bd) for bp in (64, 128) for bq in (64, 128) for bd in (64, 128)]
-"""Block sizes: one small configuration in the interpreter; on a GPU the candidates :func:`_launch_config` picks
-from."""
-
-
-def _launch_config(d: int) -> dict:
-    """The block sizes for width ``d``: the interpreter's one configuration; on a GPU, the largest candidate whose
-    ``[block, BLOCK_D]`` fp32 accumulator stays within 64 KiB of registers (not yet tuned on a GPU: see
-    ``benchmarks/fused_loss.py``)."""
-    if INTERPRETED:
-        return BLOCKS[0]
-    return dict(BLOCK_P=128, BLOCK_Q=64, BLOCK_D=128 if d >= 128 else max(16, triton.next_power_of_2(d)))
-
 
 def _vectors(p, labels_p, labels_q, valid_p, valid_q):
     """Per-row masks as kernel arguments: int8 validity, int64 labels (dummy one-element tensors when absent)."""
@@ -222,20 +219,21 @@ def _vectors(p, labels_p, labels_q, valid_p, valid_q):
 
 def _lse(p, q, scale, masks, rows: bool):
     """``[n]`` row (``rows``) or ``[N]`` column log-sum-exps of ``scale * p @ q.T`` with ``masks``."""
-    block = _launch_config(p.shape[1])
     vp, vq, lp, lq, has_valid, has_labels = masks
     n, m, d = p.shape[0], q.shape[0], p.shape[1]
     out = torch.empty(n if rows else m, dtype=torch.float32, device=p.device)
-    grid = (triton.cdiv(n, block["BLOCK_P"]) if rows else triton.cdiv(m, block["BLOCK_Q"]),)
+
+    def grid(meta):
+        return (triton.cdiv(n, meta["BLOCK_P"]) if rows else triton.cdiv(m, meta["BLOCK_Q"]),)
+
     _lse_kernel[grid](p, q, out, n, m, d, scale, vp, vq, lp, lq, ROWS=rows, HAS_VALID=has_valid,
-                     HAS_LABELS=has_labels, IEEE=p.dtype == torch.float32, **block)
+                      HAS_LABELS=has_labels, IEEE=p.dtype == torch.float32)
     return out
 
 
 def _grads(p, q, scale, masks, row_lse, row_grad, col_lse, col_grad):
     """``(dP [n, d] fp32, dQ [N, d] fp32, dscale fp32)`` of ``sum(row_grad * row_lse) (+ sum(col_grad *
-    col_lse))``."""
-    block = _launch_config(p.shape[1])
+    col_lse))``. ``dscale = sum_ij W_ij (p_i . q_j) = sum_i p_i . dP_i / scale``: no kernel of its own."""
     vp, vq, lp, lq, has_valid, has_labels = masks
     n, m, d = p.shape[0], q.shape[0], p.shape[1]
     has_cols = col_lse is not None
@@ -244,17 +242,19 @@ def _grads(p, q, scale, masks, row_lse, row_grad, col_lse, col_grad):
     row_grad = row_grad.float().contiguous()
     dp = torch.empty((n, d), dtype=torch.float32, device=p.device)
     dq = torch.empty((m, d), dtype=torch.float32, device=p.device)
-    row_blocks = triton.cdiv(n, block["BLOCK_P"])
-    partial = torch.empty(row_blocks, dtype=torch.float32, device=p.device)
-    chunks = triton.cdiv(d, block["BLOCK_D"])
-    common = dict(HAS_COLS=has_cols, HAS_VALID=has_valid, HAS_LABELS=has_labels, IEEE=p.dtype == torch.float32,
-                  **block)
-    _grad_kernel[(row_blocks, chunks)](p, q, dp, partial, n, m, d, scale, vp, vq, lp, lq, row_lse, row_grad,
-                                      col_lse, col_grad, ROWS=True, **common)
-    _grad_kernel[(triton.cdiv(m, block["BLOCK_Q"]), chunks)](p, q, dq, partial, n, m, d, scale, vp, vq, lp, lq,
-                                                            row_lse, row_grad, col_lse, col_grad, ROWS=False,
-                                                            **common)
-    return dp, dq, partial.sum()
+    flags = dict(HAS_COLS=has_cols, HAS_VALID=has_valid, HAS_LABELS=has_labels, IEEE=p.dtype == torch.float32)
+    vectors = (vp, vq, lp, lq, row_lse, row_grad, col_lse, col_grad)
+
+    def rows_grid(meta):
+        return triton.cdiv(n, meta["BLOCK_P"]), triton.cdiv(d, meta["BLOCK_D"])
+
+    def cols_grid(meta):
+        return triton.cdiv(m, meta["BLOCK_Q"]), triton.cdiv(d, meta["BLOCK_D"])
+
+    _grad_kernel[rows_grid](p, q, dp, n, m, d, scale, *vectors, ROWS=True, **flags)
+    _grad_kernel[cols_grid](p, q, dq, n, m, d, scale, *vectors, ROWS=False, **flags)
+    dscale = (p.float() * dp).sum() / scale.reshape(())
+    return dp, dq, dscale
 
 
 class _FusedLogSumExp(torch.autograd.Function):
