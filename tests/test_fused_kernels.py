@@ -71,3 +71,46 @@ def test_on_the_cpu_a_triton_loss_trains_through_the_pytorch_tiles(tmp_path):
                                      trainer={"max_epochs": 1})
     metrics = mmcore.testing.run_recipe(raw, tmp_path / "run")
     assert metrics["retrieval/trained/R@1"] > 1 / 256
+
+
+def _ptxas_report(kernel, config, pointers: dict, flags: dict) -> tuple:
+    """(registers, spill-store bytes) of ``kernel``'s autotune ``config`` compiled for sm_90 by Triton's CUDA
+    backend and ptxas (bundled with Triton): no GPU needed."""
+    import re
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ptxas.is_file():
+        pytest.skip("this Triton build has no CUDA backend (ptxas)")
+    types = {"n": "i32", "m": "i32", "d": "i32", **pointers}
+    constants = {**flags, **config.kwargs}
+    signature = {name: "constexpr" if name in constants else types[name] for name in kernel.fn.arg_names}
+    compiled = triton.compile(ASTSource(fn=kernel.fn, signature=signature, constexprs=constants),
+                              target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
+        ptx.write(compiled.asm["ptx"])
+        ptx.flush()
+        report = subprocess.run([str(ptxas), "-arch=sm_90a", "-v", ptx.name, "-o", os.devnull],
+                                capture_output=True, text=True, check=True).stderr
+    spills = re.search(r"(\d+) bytes spill stores", report)
+    return int(re.search(r"Used (\d+) registers", report)[1]), int(spills[1]) if spills else 0
+
+
+def test_the_kernels_compile_for_a_hopper_gpu_and_their_first_configurations_do_not_spill():
+    # what the interpreter cannot check: lowering through Triton's CUDA backend (bf16, validity and labels on)
+    from mmcore.contrastive import fused
+
+    common = {"p_ptr": "*bf16", "q_ptr": "*bf16", "scale_ptr": "*fp32", "p_valid_ptr": "*i8", "q_valid_ptr": "*i8",
+              "p_label_ptr": "*i64", "q_label_ptr": "*i64"}
+    lse = _ptxas_report(fused._lse_kernel, fused.LSE_CONFIGS[0], {**common, "out_ptr": "*fp32"},
+                        {"HAS_VALID": True, "HAS_LABELS": True, "IEEE": False})
+    grad = _ptxas_report(fused._grad_kernel, fused.GRAD_CONFIGS[0],
+                         {**common, **{k: "*fp32" for k in ("grad_ptr", "p_lse_ptr", "p_grad_ptr", "q_lse_ptr",
+                                                            "q_grad_ptr")}},
+                         {"P_TERM": True, "Q_TERM": True, "HAS_VALID": True, "HAS_LABELS": True, "IEEE": False})
+    assert lse[1] == 0 and grad[1] == 0, (lse, grad)

@@ -1,27 +1,29 @@
 """The tiled log-sum-exps of :mod:`mmcore.contrastive.tiled` as fused Triton kernels (CUDA), forward and backward.
 
 Same contract, values and gradients as ``tiled_logsumexp`` / ``tiled_pair_logsumexp`` (the PyTorch path stays the
-reference and the CPU path): for a logit matrix ``l = scale * P @ Q.T`` (``P [n, d]``, ``Q [N, d]``) each program
-owns one block of rows (or of columns) and sweeps the other side block by block, computing the block's logits
-with ``tl.dot`` (a loop over ``d`` in chunks of ``BLOCK_D``, so any ``d`` up to 1024), rebuilding the exclusions
-inside the block from per-row vectors (``valid``, modality ``labels``; never an ``[n, N]`` mask), and keeping an
-online log-sum-exp (forward) or a ``[block, d]`` gradient accumulator (backward) in fp32. Nothing of size
-``n x N`` is ever stored: memory is ``O((n + N) d)``.
+reference and the CPU path). For a logit matrix ``l = scale * P @ Q.T`` (``P [n, d]``, ``Q [m, d]``), each
+program owns a block of P rows and sweeps the Q rows block by block: it computes the block's product with
+``tl.dot`` (block pointers, a loop over ``d`` in chunks of ``BLOCK_D``: any ``d`` up to 1024), rebuilds the
+exclusions inside the block from per-row vectors (``valid``, modality ``labels``; never an ``[n, m]`` mask), and
+keeps what it needs in fp32. Nothing of size ``n x m`` is stored: memory is ``O((n + m) d)``.
 
-Kernels (one ``@triton.jit`` each, its orientation a compile-time flag):
+- :func:`_lse_kernel`: each P row's log-sum-exp over the Q rows, online (running max and sum). The columns of a
+  pair term are the same kernel with the roles swapped (``Q`` rows over ``P``).
+- :func:`_grad_kernel`: ``dP = scale * W @ Q`` for one block of P rows and ``BLOCK_D`` dimensions, recomputing
+  each block's product; ``W`` is the row softmaxes' ``p * g`` and/or (pair terms) the column softmaxes', rebuilt
+  from the saved log-sum-exps. ``dQ`` is the same kernel with the roles swapped; the scale's gradient follows
+  from ``dP`` (``sum_i P_i . dP_i / scale``).
 
-- :func:`_lse_kernel`: row log-sum-exps (``ROWS``: each row over the columns) or column log-sum-exps;
-- :func:`_grad_kernel`: ``dP`` (a program per row block) or ``dQ`` (a program per column block), recomputing each
-  block's logits and its softmax weights ``W = p_row * g_row + p_col * g_col`` from the saved log-sum-exps; the
-  row-block programs also sum ``W * P @ Q.T`` for the scale's gradient.
+Cost of a symmetric pair term: two forward sweeps and two backward sweeps. The backward recomputes each block's
+product once per chunk of ``d`` it writes (``d / BLOCK_D`` times; a ``[block, d]`` fp32 accumulator for
+``d = 512`` does not fit in registers), so its real work is ``4 + 4 d / BLOCK_D`` ``B^2 d`` FLOPs against the
+``8 B^2 d`` the benchmark counts (``benchmarks/fused_loss.py``). Block sizes are autotuned per ``d`` among
+configurations chosen from ptxas's register report; none is timed on a GPU yet.
 
-A symmetric pair term therefore costs two forward sweeps (rows, columns) and two backward sweeps (``dq``, ``dk``),
-each a full ``[B, B]`` product plus, in the backward, the gradient product: ``12 B^2 d`` FLOPs against the
-``8 B^2 d`` the benchmark counts (see ``benchmarks/fused_loss.py``).
-
-Element offsets are int64 (``B * d`` passes 2**31 at ``B = 2**21``, ``d = 1024``). Inputs in bf16, fp16 or fp32; products in the input dtype (fp32 as IEEE fp32, not TF32), everything else fp32.
-Excluded entries get :data:`~mmcore.contrastive.MASKED_LOGIT`, exactly as the PyTorch path; entries past the end
-of a block count nowhere. ``TRITON_INTERPRET=1`` runs the same kernels on the CPU (how CI checks them).
+Element offsets are int64 (block pointers). Inputs in bf16, fp16 or fp32; products in the input dtype (fp32 as
+IEEE fp32, not TF32), everything else fp32. Excluded entries get :data:`~mmcore.contrastive.MASKED_LOGIT`, exactly
+as the PyTorch path; entries past the ends count nowhere. ``TRITON_INTERPRET=1`` runs the same kernels on the CPU
+(how CI checks them).
 """
 
 from __future__ import annotations
@@ -44,19 +46,21 @@ _MASKED = tl.constexpr(MASKED_LOGIT)
 _WIDEN = tl.constexpr(INTERPRETED)
 
 
-def _configs() -> list:
-    """Block sizes and launch settings the autotuner tries once per ``(d, dtype, masks)``: on a GPU a few shapes
-    whose ``[block, BLOCK_D]`` fp32 accumulator fits in registers (not yet tuned on a GPU: see
-    ``benchmarks/fused_loss.py``); in the interpreter one small configuration."""
+def _configs(shapes) -> list:
+    """The autotuner's candidates, ``(BLOCK_P, BLOCK_Q, BLOCK_D, warps, stages)`` each; one small configuration in
+    the interpreter."""
     if INTERPRETED:
         return [triton.Config(dict(BLOCK_P=16, BLOCK_Q=16, BLOCK_D=16))]
-    shapes = [(128, 64, 64, 4, 3), (128, 64, 128, 8, 3), (64, 64, 128, 4, 3), (128, 128, 64, 8, 2),
-              (64, 128, 64, 4, 3), (256, 64, 64, 8, 2)]
     return [triton.Config(dict(BLOCK_P=bp, BLOCK_Q=bq, BLOCK_D=bd), num_warps=w, num_stages=st)
             for bp, bq, bd, w, st in shapes]
 
 
-CONFIGS = _configs()
+# Chosen from ptxas's register report for sm_90 (tests/test_fused_kernels.py compiles the first of each): with
+# validity and labels, none of these spills, except the BLOCK_D = 64 backward ones (130-300 bytes), kept because a
+# wider chunk recomputes each block's product fewer times (d / BLOCK_D). Not yet timed on a GPU.
+LSE_CONFIGS = _configs([(128, 64, 64, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 4, 3), (128, 32, 64, 8, 3),
+                        (64, 64, 128, 4, 3)])
+GRAD_CONFIGS = _configs([(128, 64, 32, 8, 3), (64, 64, 32, 4, 3), (128, 32, 64, 8, 3), (128, 64, 64, 8, 3)])
 
 
 @triton.jit
@@ -71,227 +75,186 @@ def _dot(a, b, IEEE: tl.constexpr):
     return tl.dot(a, b)
 
 @triton.jit
-def _masked_logits(p_ptr, q_ptr, p_rows, q_rows, n, m, scale, d,
-                   p_valid_ptr, q_valid_ptr, p_label_ptr, q_label_ptr,
-                   EXCLUDE_BY_Q: tl.constexpr, HAS_VALID: tl.constexpr, HAS_LABELS: tl.constexpr,
-                   BLOCK_D: tl.constexpr, IEEE: tl.constexpr):
-    """``(raw [BP, BQ] fp32, logits, allowed, inside)`` of one block: ``raw = P @ Q.T``, ``logits = scale * raw``
-    with MASKED_LOGIT on excluded entries (``EXCLUDE_BY_Q``: candidates are the Q rows, so an invalid Q row
-    is excluded; else the P rows are the candidates), ``inside``: entries within both matrices."""
-    raw = tl.zeros((p_rows.shape[0], q_rows.shape[0]), dtype=tl.float32)
-    for start in range(0, d, BLOCK_D):
-        dims = start + tl.arange(0, BLOCK_D)
-        p = tl.load(p_ptr + p_rows[:, None].to(tl.int64) * d + dims[None, :],
-                    mask=(p_rows[:, None] < n) & (dims[None, :] < d), other=0.0)
-        q = tl.load(q_ptr + q_rows[:, None].to(tl.int64) * d + dims[None, :],
-                    mask=(q_rows[:, None] < m) & (dims[None, :] < d), other=0.0)
+def _product(p_ptr, q_ptr, p_start, q_start, n, m, d, BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr,
+             BLOCK_D: tl.constexpr, IEEE: tl.constexpr):
+    """``[BLOCK_P, BLOCK_Q]`` fp32 block ``P[p_start:] @ Q[q_start:].T``, ``BLOCK_D`` dimensions at a time (block
+    pointers: no per-element address registers); rows and dimensions past the ends read as zeros."""
+    p_block = tl.make_block_ptr(p_ptr, (n, d), (d, 1), (p_start, 0), (BLOCK_P, BLOCK_D), (1, 0))
+    q_block = tl.make_block_ptr(q_ptr, (m, d), (d, 1), (q_start, 0), (BLOCK_Q, BLOCK_D), (1, 0))
+    raw = tl.zeros((BLOCK_P, BLOCK_Q), dtype=tl.float32)
+    for _ in range(0, d, BLOCK_D):
+        p = tl.load(p_block, boundary_check=(0, 1), padding_option="zero")
+        q = tl.load(q_block, boundary_check=(0, 1), padding_option="zero")
         raw += _dot(p, tl.trans(q), IEEE)
-    inside = (p_rows[:, None] < n) & (q_rows[None, :] < m)
-    allowed = inside
-    if HAS_VALID:
-        if EXCLUDE_BY_Q:
-            ok = tl.load(q_valid_ptr + q_rows, mask=q_rows < m, other=0)
-            allowed = allowed & (ok[None, :] != 0)
-        else:
-            ok = tl.load(p_valid_ptr + p_rows, mask=p_rows < n, other=0)
-            allowed = allowed & (ok[:, None] != 0)
+        p_block = tl.advance(p_block, (0, BLOCK_D))
+        q_block = tl.advance(q_block, (0, BLOCK_D))
+    return raw
+
+
+@triton.jit
+def _same_label(p_rows, q_rows, n, m, p_label_ptr, q_label_ptr, HAS_LABELS: tl.constexpr):
+    """``[BP, BQ]`` bool: both entries in range and, with labels, of the same label."""
+    same = (p_rows[:, None] < n) & (q_rows[None, :] < m)
     if HAS_LABELS:
         p_label = tl.load(p_label_ptr + p_rows, mask=p_rows < n, other=-1)
         q_label = tl.load(q_label_ptr + q_rows, mask=q_rows < m, other=-2)
-        allowed = allowed & (p_label[:, None] == q_label[None, :])
-    logits = tl.where(allowed, raw * scale, _MASKED)
-    return raw, logits, allowed, inside
+        same = same & (p_label[:, None] == q_label[None, :])
+    return same
 
-@triton.autotune(configs=CONFIGS, key=["d"])
+
 @triton.jit
-def _lse_kernel(p_ptr, q_ptr, out_ptr, n, m, d, scale_ptr,
-                p_valid_ptr, q_valid_ptr, p_label_ptr, q_label_ptr,
-                ROWS: tl.constexpr, HAS_VALID: tl.constexpr, HAS_LABELS: tl.constexpr,
+def _valid(valid_ptr, rows, size, HAS_VALID: tl.constexpr):
+    """``[block]`` bool: the rows' validity (all True without a validity vector)."""
+    if HAS_VALID:
+        return tl.load(valid_ptr + rows, mask=rows < size, other=0) != 0
+    return rows >= 0
+
+
+@triton.autotune(configs=LSE_CONFIGS, key=["d"])
+@triton.jit
+def _lse_kernel(p_ptr, q_ptr, out_ptr, n, m, d, scale_ptr, q_valid_ptr, p_label_ptr, q_label_ptr,
+                HAS_VALID: tl.constexpr, HAS_LABELS: tl.constexpr,
                 BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):
-    """``ROWS``: out[i] = logsumexp_j l_ij over a block of P rows; else out[j] = logsumexp_i l_ij over a block
-    of Q rows (the columns)."""
+    """``out[i] = log sum_j exp(l_ij)`` for a block of P rows over every Q row (the candidates), online.
+    ``l_ij = scale * P_i . Q_j``, or MASKED_LOGIT where Q row ``j`` is invalid or its label differs."""
     scale = tl.load(scale_ptr)
-    pid = tl.program_id(0)
-    if ROWS:
-        own = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-        best = tl.full((BLOCK_P,), float("-inf"), tl.float32)
-        total = tl.zeros((BLOCK_P,), tl.float32)
-        for start in range(0, m, BLOCK_Q):
-            other = start + tl.arange(0, BLOCK_Q)
-            _, logits, _, inside = _masked_logits(p_ptr, q_ptr, own, other, n, m, scale, d, p_valid_ptr,
-                                                  q_valid_ptr, p_label_ptr, q_label_ptr, True, HAS_VALID,
-                                                  HAS_LABELS, BLOCK_D, IEEE)
-            logits = tl.where(inside, logits, float("-inf"))
-            new_best = tl.maximum(best, tl.max(logits, 1))
-            safe = tl.where(new_best == float("-inf"), 0.0, new_best)
-            total = total * tl.exp(best - safe) + tl.sum(tl.exp(logits - safe[:, None]), 1)
-            best = new_best
-        tl.store(out_ptr + own, best + tl.log(tl.where(total > 0, total, 1.0)), mask=own < n)
-    else:
-        own = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
-        best = tl.full((BLOCK_Q,), float("-inf"), tl.float32)
-        total = tl.zeros((BLOCK_Q,), tl.float32)
-        for start in range(0, n, BLOCK_P):
-            other = start + tl.arange(0, BLOCK_P)
-            _, logits, _, inside = _masked_logits(p_ptr, q_ptr, other, own, n, m, scale, d, p_valid_ptr,
-                                                  q_valid_ptr, p_label_ptr, q_label_ptr, False, HAS_VALID,
-                                                  HAS_LABELS, BLOCK_D, IEEE)
-            logits = tl.where(inside, logits, float("-inf"))
-            new_best = tl.maximum(best, tl.max(logits, 0))
-            safe = tl.where(new_best == float("-inf"), 0.0, new_best)
-            total = total * tl.exp(best - safe) + tl.sum(tl.exp(logits - safe[None, :]), 0)
-            best = new_best
-        tl.store(out_ptr + own, best + tl.log(tl.where(total > 0, total, 1.0)), mask=own < m)
+    start = tl.program_id(0) * BLOCK_P
+    own = start + tl.arange(0, BLOCK_P)
+    best = tl.full((BLOCK_P,), float("-inf"), tl.float32)
+    total = tl.zeros((BLOCK_P,), tl.float32)
+    for q_start in range(0, m, BLOCK_Q):
+        other = q_start + tl.arange(0, BLOCK_Q)
+        raw = _product(p_ptr, q_ptr, start, q_start, n, m, d, BLOCK_P, BLOCK_Q, BLOCK_D, IEEE)
+        allowed = _same_label(own, other, n, m, p_label_ptr, q_label_ptr, HAS_LABELS)
+        allowed = allowed & _valid(q_valid_ptr, other, m, HAS_VALID)[None, :]
+        logits = tl.where(other[None, :] < m, tl.where(allowed, raw * scale, _MASKED), float("-inf"))
+        new_best = tl.maximum(best, tl.max(logits, 1))
+        safe = tl.where(new_best == float("-inf"), 0.0, new_best)
+        total = total * tl.exp(best - safe) + tl.sum(tl.exp(logits - safe[:, None]), 1)
+        best = new_best
+    tl.store(out_ptr + own, best + tl.log(tl.where(total > 0, total, 1.0)), mask=own < n)
 
-@triton.jit
-def _weights(p_ptr, q_ptr, p_rows, q_rows, n, m, scale, d, p_valid_ptr, q_valid_ptr, p_label_ptr,
-             q_label_ptr, row_lse_ptr, row_grad_ptr, col_lse_ptr, col_grad_ptr,
-             HAS_COLS: tl.constexpr, HAS_VALID: tl.constexpr, HAS_LABELS: tl.constexpr,
-             BLOCK_D: tl.constexpr, IEEE: tl.constexpr):
-    """``(W [BP, BQ] fp32, raw)``: d loss / d logits of one block. The row softmaxes' part (candidates: Q rows),
-    plus, with ``HAS_COLS``, the column softmaxes' (candidates: P rows); excluded entries are constants (0)."""
-    raw, logits, allowed, inside = _masked_logits(p_ptr, q_ptr, p_rows, q_rows, n, m, scale, d, p_valid_ptr,
-                                                  q_valid_ptr, p_label_ptr, q_label_ptr, True, HAS_VALID,
-                                                  HAS_LABELS, BLOCK_D, IEEE)
-    row_lse = tl.load(row_lse_ptr + p_rows, mask=p_rows < n, other=0.0)
-    row_grad = tl.load(row_grad_ptr + p_rows, mask=p_rows < n, other=0.0)
-    w = tl.where(allowed, tl.exp(logits - row_lse[:, None]) * row_grad[:, None], 0.0)
-    if HAS_COLS:
-        _, col_logits, col_allowed, _ = _masked_logits(p_ptr, q_ptr, p_rows, q_rows, n, m, scale, d,
-                                                       p_valid_ptr, q_valid_ptr, p_label_ptr, q_label_ptr,
-                                                       False, HAS_VALID, HAS_LABELS, BLOCK_D, IEEE)
-        col_lse = tl.load(col_lse_ptr + q_rows, mask=q_rows < m, other=0.0)
-        col_grad = tl.load(col_grad_ptr + q_rows, mask=q_rows < m, other=0.0)
-        w += tl.where(col_allowed, tl.exp(col_logits - col_lse[None, :]) * col_grad[None, :], 0.0)
-    return tl.where(inside, w, 0.0), raw
 
-@triton.autotune(configs=CONFIGS, key=["d"])
+@triton.autotune(configs=GRAD_CONFIGS, key=["d"])
 @triton.jit
-def _grad_kernel(p_ptr, q_ptr, grad_ptr, n, m, d, scale_ptr,
-                 p_valid_ptr, q_valid_ptr, p_label_ptr, q_label_ptr,
-                 row_lse_ptr, row_grad_ptr, col_lse_ptr, col_grad_ptr,
-                 ROWS: tl.constexpr, HAS_COLS: tl.constexpr, HAS_VALID: tl.constexpr, HAS_LABELS: tl.constexpr,
+def _grad_kernel(p_ptr, q_ptr, grad_ptr, n, m, d, scale_ptr, p_valid_ptr, q_valid_ptr, p_label_ptr, q_label_ptr,
+                 p_lse_ptr, p_grad_ptr, q_lse_ptr, q_grad_ptr,
+                 P_TERM: tl.constexpr, Q_TERM: tl.constexpr, HAS_VALID: tl.constexpr, HAS_LABELS: tl.constexpr,
                  BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):
-    """``ROWS``: dP for a block of P rows; else dQ for a block of Q rows. The gradient is written ``BLOCK_D`` dimensions at a time (a ``[block, BLOCK_D]`` fp32
-    accumulator, so the block's logits are recomputed once per chunk of ``d``)."""
+    """``dP = scale * W @ Q`` for a block of P rows and ``BLOCK_D`` of the dimensions (``program_id(1)``), each
+    block's logits recomputed. ``W_ij = d loss / d l_ij``: with ``P_TERM``, the softmaxes of the P rows over the Q
+    rows (``p_lse``, ``p_grad``); with ``Q_TERM``, those of the Q rows over the P rows (``q_lse``, ``q_grad``);
+    excluded entries are constants of the loss (0)."""
     scale = tl.load(scale_ptr)
-    pid = tl.program_id(0)
-    chunk = tl.program_id(1)
-    dims = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
-    if ROWS:
-        own = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-        acc = tl.zeros((BLOCK_P, BLOCK_D), tl.float32)
-        for start in range(0, m, BLOCK_Q):
-            other = start + tl.arange(0, BLOCK_Q)
-            w, _ = _weights(p_ptr, q_ptr, own, other, n, m, scale, d, p_valid_ptr, q_valid_ptr,
-                            p_label_ptr, q_label_ptr, row_lse_ptr, row_grad_ptr, col_lse_ptr, col_grad_ptr,
-                            HAS_COLS, HAS_VALID, HAS_LABELS, BLOCK_D, IEEE)
-            q = tl.load(q_ptr + other[:, None].to(tl.int64) * d + dims[None, :],
-                        mask=(other[:, None] < m) & (dims[None, :] < d), other=0.0)
-            acc += _dot(w.to(q.dtype), q, IEEE)
-        tl.store(grad_ptr + own[:, None].to(tl.int64) * d + dims[None, :], acc * scale,
-                 mask=(own[:, None] < n) & (dims[None, :] < d))
-    else:
-        own = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
-        acc = tl.zeros((BLOCK_Q, BLOCK_D), tl.float32)
-        for start in range(0, n, BLOCK_P):
-            other = start + tl.arange(0, BLOCK_P)
-            w, _ = _weights(p_ptr, q_ptr, other, own, n, m, scale, d, p_valid_ptr, q_valid_ptr,
-                            p_label_ptr, q_label_ptr, row_lse_ptr, row_grad_ptr, col_lse_ptr, col_grad_ptr,
-                            HAS_COLS, HAS_VALID, HAS_LABELS, BLOCK_D, IEEE)
-            p = tl.load(p_ptr + other[:, None].to(tl.int64) * d + dims[None, :],
-                        mask=(other[:, None] < n) & (dims[None, :] < d), other=0.0)
-            acc += _dot(tl.trans(w.to(p.dtype)), p, IEEE)
-        tl.store(grad_ptr + own[:, None].to(tl.int64) * d + dims[None, :], acc * scale,
-                 mask=(own[:, None] < m) & (dims[None, :] < d))
-
-def _vectors(p, labels_p, labels_q, valid_p, valid_q):
-    """Per-row masks as kernel arguments: int8 validity, int64 labels (dummy one-element tensors when absent)."""
-    dummy = torch.zeros(1, dtype=torch.int8, device=p.device)
-    has_valid = valid_p is not None or valid_q is not None
-    has_labels = labels_p is not None
-    vp = dummy if valid_p is None else valid_p.to(torch.int8).contiguous()
-    vq = dummy if valid_q is None else valid_q.to(torch.int8).contiguous()
-    lp = dummy if labels_p is None else labels_p.to(torch.int64).contiguous()
-    lq = dummy if labels_q is None else labels_q.to(torch.int64).contiguous()
-    return vp, vq, lp, lq, has_valid, has_labels
+    start = tl.program_id(0) * BLOCK_P
+    chunk = tl.program_id(1) * BLOCK_D
+    own = start + tl.arange(0, BLOCK_P)
+    own_valid = _valid(p_valid_ptr, own, n, HAS_VALID)
+    p_lse = tl.load(p_lse_ptr + own, mask=own < n, other=0.0)
+    p_grad = tl.load(p_grad_ptr + own, mask=own < n, other=0.0)
+    acc = tl.zeros((BLOCK_P, BLOCK_D), tl.float32)
+    for q_start in range(0, m, BLOCK_Q):
+        other = q_start + tl.arange(0, BLOCK_Q)
+        logits = scale * _product(p_ptr, q_ptr, start, q_start, n, m, d, BLOCK_P, BLOCK_Q, BLOCK_D, IEEE)
+        same = _same_label(own, other, n, m, p_label_ptr, q_label_ptr, HAS_LABELS)
+        w = tl.zeros((BLOCK_P, BLOCK_Q), tl.float32)
+        if P_TERM:
+            allowed = same & _valid(q_valid_ptr, other, m, HAS_VALID)[None, :]
+            w += tl.where(allowed, tl.exp(logits - p_lse[:, None]) * p_grad[:, None], 0.0)
+        if Q_TERM:
+            q_lse = tl.load(q_lse_ptr + other, mask=other < m, other=0.0)
+            q_grad = tl.load(q_grad_ptr + other, mask=other < m, other=0.0)
+            allowed = same & own_valid[:, None]
+            w += tl.where(allowed, tl.exp(logits - q_lse[None, :]) * q_grad[None, :], 0.0)
+        q_block = tl.make_block_ptr(q_ptr, (m, d), (d, 1), (q_start, chunk), (BLOCK_Q, BLOCK_D), (1, 0))
+        q = tl.load(q_block, boundary_check=(0, 1), padding_option="zero")
+        acc += _dot(w.to(q.dtype), q, IEEE)
+    out = tl.make_block_ptr(grad_ptr, (n, d), (d, 1), (start, chunk), (BLOCK_P, BLOCK_D), (1, 0))
+    tl.store(out, acc * scale, boundary_check=(0, 1))
 
 
-def _lse(p, q, scale, masks, rows: bool):
-    """``[n]`` row (``rows``) or ``[N]`` column log-sum-exps of ``scale * p @ q.T`` with ``masks``."""
-    vp, vq, lp, lq, has_valid, has_labels = masks
+def _vectors(p):
+    """A one-element placeholder for a pointer argument the kernel does not read."""
+    return torch.zeros(1, dtype=torch.int8, device=p.device)
+
+
+def _as_valid(valid, like):
+    return _vectors(like) if valid is None else valid.to(torch.int8).contiguous()
+
+
+def _as_labels(labels, like):
+    return _vectors(like) if labels is None else labels.to(torch.int64).contiguous()
+
+
+def _lse(p, q, scale, q_valid, p_labels, q_labels):
+    """``[n]`` log-sum-exps of each row of ``scale * p @ q.T`` over the valid, same-label rows of ``q``."""
     n, m, d = p.shape[0], q.shape[0], p.shape[1]
-    out = torch.empty(n if rows else m, dtype=torch.float32, device=p.device)
-
-    def grid(meta):
-        return (triton.cdiv(n, meta["BLOCK_P"]) if rows else triton.cdiv(m, meta["BLOCK_Q"]),)
-
-    _lse_kernel[grid](p, q, out, n, m, d, scale, vp, vq, lp, lq, ROWS=rows, HAS_VALID=has_valid,
-                      HAS_LABELS=has_labels, IEEE=p.dtype == torch.float32)
+    out = torch.empty(n, dtype=torch.float32, device=p.device)
+    _lse_kernel[lambda meta: (triton.cdiv(n, meta["BLOCK_P"]),)](
+        p, q, out, n, m, d, scale, _as_valid(q_valid, p), _as_labels(p_labels, p), _as_labels(q_labels, p),
+        HAS_VALID=q_valid is not None, HAS_LABELS=p_labels is not None, IEEE=p.dtype == torch.float32)
     return out
 
 
-def _grads(p, q, scale, masks, row_lse, row_grad, col_lse, col_grad):
-    """``(dP [n, d] fp32, dQ [N, d] fp32, dscale fp32)`` of ``sum(row_grad * row_lse) (+ sum(col_grad *
-    col_lse))``. ``dscale = sum_ij W_ij (p_i . q_j) = sum_i p_i . dP_i / scale``: no kernel of its own."""
-    vp, vq, lp, lq, has_valid, has_labels = masks
+def _grad(p, q, scale, p_valid, q_valid, p_labels, q_labels, p_side, q_side):
+    """``[n, d]`` fp32 gradient for ``p`` of the log-sum-exps of ``p``'s rows (``p_side = (lse, grad)``) and/or
+    of ``q``'s rows (``q_side``), over ``scale * p @ q.T``; None for a side that has none."""
     n, m, d = p.shape[0], q.shape[0], p.shape[1]
-    has_cols = col_lse is not None
-    col_lse = row_lse if col_lse is None else col_lse  # unread placeholders
-    col_grad = row_grad if col_grad is None else col_grad.float().contiguous()
-    row_grad = row_grad.float().contiguous()
-    dp = torch.empty((n, d), dtype=torch.float32, device=p.device)
-    dq = torch.empty((m, d), dtype=torch.float32, device=p.device)
-    flags = dict(HAS_COLS=has_cols, HAS_VALID=has_valid, HAS_LABELS=has_labels, IEEE=p.dtype == torch.float32)
-    vectors = (vp, vq, lp, lq, row_lse, row_grad, col_lse, col_grad)
+    out = torch.empty((n, d), dtype=torch.float32, device=p.device)
+    placeholder = torch.zeros(1, dtype=torch.float32, device=p.device)
+    p_lse, p_grad = p_side if p_side is not None else (placeholder, placeholder)
+    q_lse, q_grad = q_side if q_side is not None else (placeholder, placeholder)
+    has_valid = p_valid is not None or q_valid is not None
+    _grad_kernel[lambda meta: (triton.cdiv(n, meta["BLOCK_P"]), triton.cdiv(d, meta["BLOCK_D"]))](
+        p, q, out, n, m, d, scale, _as_valid(p_valid, p), _as_valid(q_valid, p), _as_labels(p_labels, p),
+        _as_labels(q_labels, p), p_lse, p_grad.float().contiguous(), q_lse, q_grad.float().contiguous(),
+        P_TERM=p_side is not None, Q_TERM=q_side is not None, HAS_VALID=has_valid,
+        HAS_LABELS=p_labels is not None, IEEE=p.dtype == torch.float32)
+    return out
 
-    def rows_grid(meta):
-        return triton.cdiv(n, meta["BLOCK_P"]), triton.cdiv(d, meta["BLOCK_D"])
 
-    def cols_grid(meta):
-        return triton.cdiv(m, meta["BLOCK_Q"]), triton.cdiv(d, meta["BLOCK_D"])
-
-    _grad_kernel[rows_grid](p, q, dp, n, m, d, scale, *vectors, ROWS=True, **flags)
-    _grad_kernel[cols_grid](p, q, dq, n, m, d, scale, *vectors, ROWS=False, **flags)
-    dscale = (p.float() * dp).sum() / scale.reshape(())
-    return dp, dq, dscale
+def _scale_grad(p, dp, scale):
+    """``d loss / d scale = sum_ij W_ij (p_i . q_j) = sum_i p_i . dp_i / scale``: no kernel of its own."""
+    return (p.float() * dp).sum() / scale.reshape(())
 
 
 class _FusedLogSumExp(torch.autograd.Function):
+    """Rows of ``q`` against the candidate pool ``c`` (invalid candidates, labels)."""
+
     @staticmethod
     def forward(ctx, q, c, scale, row_labels, labels, valid):
         q, c = q.contiguous(), c.contiguous()
         scale = scale.float().reshape(1).contiguous()
-        masks = _vectors(q, row_labels, labels, None, valid)
-        lse = _lse(q, c, scale, masks, rows=True)
-        ctx.save_for_backward(q, c, scale, lse, *[t for t in masks[:4]])
-        ctx.flags = masks[4:]
+        lse = _lse(q, c, scale, valid, row_labels, labels)
+        ctx.save_for_backward(q, c, scale, lse, row_labels, labels, valid)
         return lse
 
     @staticmethod
-    def backward(ctx, grad_lse):
-        q, c, scale, lse, *vectors = ctx.saved_tensors
-        dq, dc, dscale = _grads(q, c, scale, (*vectors, *ctx.flags), lse, grad_lse, None, None)
-        return dq.to(q.dtype), dc.to(c.dtype), dscale.reshape(()), None, None, None
+    def backward(ctx, grad):
+        q, c, scale, lse, row_labels, labels, valid = ctx.saved_tensors
+        dq = _grad(q, c, scale, None, valid, row_labels, labels, (lse, grad), None)
+        dc = _grad(c, q, scale, valid, None, labels, row_labels, None, (lse, grad))
+        return dq.to(q.dtype), dc.to(c.dtype), _scale_grad(q, dq, scale), None, None, None
 
 
 class _FusedPairLogSumExp(torch.autograd.Function):
+    """Rows and columns of one ``[B, B]`` matrix of pairs (``valid`` and ``labels`` per pair)."""
+
     @staticmethod
     def forward(ctx, q, k, scale, labels, valid):
         q, k = q.contiguous(), k.contiguous()
         scale = scale.float().reshape(1).contiguous()
-        masks = _vectors(q, labels, labels, valid, valid)
-        row_lse = _lse(q, k, scale, masks, rows=True)
-        col_lse = _lse(q, k, scale, masks, rows=False)
-        ctx.save_for_backward(q, k, scale, row_lse, col_lse, *[t for t in masks[:4]])
-        ctx.flags = masks[4:]
+        row_lse = _lse(q, k, scale, valid, labels, labels)
+        col_lse = _lse(k, q, scale, valid, labels, labels)
+        ctx.save_for_backward(q, k, scale, row_lse, col_lse, labels, valid)
         return row_lse, col_lse
 
     @staticmethod
     def backward(ctx, grad_rows, grad_cols):
-        q, k, scale, row_lse, col_lse, *vectors = ctx.saved_tensors
-        dq, dk, dscale = _grads(q, k, scale, (*vectors, *ctx.flags), row_lse, grad_rows, col_lse, grad_cols)
-        return dq.to(q.dtype), dk.to(k.dtype), dscale.reshape(()), None, None
+        q, k, scale, row_lse, col_lse, labels, valid = ctx.saved_tensors
+        dq = _grad(q, k, scale, valid, valid, labels, labels, (row_lse, grad_rows), (col_lse, grad_cols))
+        dk = _grad(k, q, scale, valid, valid, labels, labels, (col_lse, grad_cols), (row_lse, grad_rows))
+        return dq.to(q.dtype), dk.to(k.dtype), _scale_grad(q, dq, scale), None, None
 
 
 def fused_logsumexp(q, c, scale, targets, labels=None, valid=None):
