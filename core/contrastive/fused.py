@@ -14,11 +14,14 @@ keeps what it needs in fp32. Nothing of size ``n x m`` is stored: memory is ``O(
   from the saved log-sum-exps. ``dQ`` is the same kernel with the roles swapped; the scale's gradient follows
   from ``dP`` (``sum_i P_i . dP_i / scale``).
 
-Cost of a symmetric pair term: two forward sweeps and two backward sweeps. The backward recomputes each block's
-product once per chunk of ``d`` it writes (``d / BLOCK_D`` times; a ``[block, d]`` fp32 accumulator for
-``d = 512`` does not fit in registers), so its real work is ``4 + 4 d / BLOCK_D`` ``B^2 d`` FLOPs against the
-``8 B^2 d`` the benchmark counts (``benchmarks/fused_loss.py``). Block sizes are autotuned per ``d`` among
-configurations chosen from ptxas's register report; none is timed on a GPU yet.
+Cost of a symmetric pair term: two forward sweeps (``4 B^2 d`` FLOPs) and two backward sweeps. The backward
+recomputes each block's product once per chunk of ``d`` it writes (``d / BLOCK_D`` times; a ``[block, d]`` fp32
+accumulator for ``d = 512`` does not fit in registers: every ``BLOCK_D >= 128`` configuration spills), so its
+work is ``(4 + 4 d / BLOCK_D) B^2 d``: in all ``(8 + 4 d / BLOCK_D) B^2 d`` against the ``8 B^2 d`` the benchmark
+counts (``benchmarks/fused_loss.py``), 40 ``B^2 d`` at ``d = 512``, ``BLOCK_D = 64``. This design cannot reach the
+GEMM rate at large ``d``; one product per block in the backward (``d``-chunks of ``dP`` added in global memory,
+as Inf-CL does) is the next step once a GPU can time it. Block sizes are autotuned per ``d`` among configurations
+chosen from ptxas's register report; none is timed on a GPU yet.
 
 Element offsets are int64 (block pointers). Inputs in bf16, fp16 or fp32; products in the input dtype (fp32 as
 IEEE fp32, not TF32), everything else fp32. Excluded entries get :data:`~mmcore.contrastive.MASKED_LOGIT`, exactly
@@ -55,9 +58,9 @@ def _configs(shapes) -> list:
             for bp, bq, bd, w, st in shapes]
 
 
-# Chosen from ptxas's register report for sm_90 (tests/test_fused_kernels.py compiles the first of each): with
-# validity and labels, none of these spills, except the BLOCK_D = 64 backward ones (130-300 bytes), kept because a
-# wider chunk recomputes each block's product fewer times (d / BLOCK_D). Not yet timed on a GPU.
+# Chosen from ptxas's register report for sm_90, bf16, validity and labels on (tests/test_fused_kernels.py checks
+# that the first of each does not spill); backward configurations with BLOCK_D >= 128 all spilled. Not yet timed
+# on a GPU.
 LSE_CONFIGS = _configs([(128, 64, 64, 8, 3), (128, 64, 32, 8, 3), (64, 64, 32, 4, 3), (128, 32, 64, 8, 3),
                         (64, 64, 128, 4, 3)])
 GRAD_CONFIGS = _configs([(128, 64, 32, 8, 3), (64, 64, 32, 4, 3), (128, 32, 64, 8, 3), (128, 64, 64, 8, 3)])
@@ -213,9 +216,11 @@ def _grad(p, q, scale, p_valid, q_valid, p_labels, q_labels, p_side, q_side):
     return out
 
 
-def _scale_grad(p, dp, scale):
-    """``d loss / d scale = sum_ij W_ij (p_i . q_j) = sum_i p_i . dp_i / scale``: no kernel of its own."""
-    return (p.float() * dp).sum() / scale.reshape(())
+def _scale_grad(p, dp, scale, rows: int = 65536):
+    """``d loss / d scale = sum_ij W_ij (p_i . q_j) = sum_i p_i . dp_i / scale``: no kernel of its own (summed
+    ``rows`` at a time: no ``[n, d]`` fp32 copy of ``p``)."""
+    total = sum((p[i:i + rows].float() * dp[i:i + rows]).sum() for i in range(0, p.shape[0], rows))
+    return total / scale.reshape(())
 
 
 class _FusedLogSumExp(torch.autograd.Function):
@@ -257,8 +262,18 @@ class _FusedPairLogSumExp(torch.autograd.Function):
         return dq.to(q.dtype), dk.to(k.dtype), _scale_grad(q, dq, scale), None, None
 
 
+def _autocast(*tensors):
+    """The tensors in CUDA autocast's dtype when it is on (embeddings reach the loss in fp32 there, as
+    ``F.normalize`` runs in fp32; the products must still be bf16/fp16 ones, as autocast makes the plain loss's)."""
+    if tensors[0].is_cuda and torch.is_autocast_enabled("cuda"):
+        dtype = torch.get_autocast_dtype("cuda")
+        return tuple(t.to(dtype) for t in tensors)
+    return tensors
+
+
 def fused_logsumexp(q, c, scale, targets, labels=None, valid=None):
     """:func:`~mmcore.contrastive.tiled.tiled_logsumexp` (``[n]``) through the Triton kernels."""
+    q, c = _autocast(q, c)
     scale = torch.as_tensor(scale, dtype=torch.float32, device=q.device)
     row_labels = labels[targets] if labels is not None else None
     return _FusedLogSumExp.apply(q, c, scale, row_labels, labels, valid)
@@ -266,5 +281,6 @@ def fused_logsumexp(q, c, scale, targets, labels=None, valid=None):
 
 def fused_pair_logsumexp(q, k, scale, labels=None, valid=None):
     """:func:`~mmcore.contrastive.tiled.tiled_pair_logsumexp` (``([B], [B])``) through the Triton kernels."""
+    q, k = _autocast(q, k)
     scale = torch.as_tensor(scale, dtype=torch.float32, device=q.device)
     return _FusedPairLogSumExp.apply(q, k, scale, labels, valid)
