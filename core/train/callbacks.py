@@ -79,7 +79,8 @@ class DropOrphanBest(L.Callback):
 
     A kill between an epoch's best and last checkpoint writes leaves a best file that ``last.ckpt`` (from the
     epoch before) does not know: the resumed run would never delete it and would write its own copy of that epoch
-    under a ``-v1`` name. Nothing is deleted when the callback's state was not restored (a moved run directory)."""
+    under a ``-v1`` name. Nothing is deleted when the callback's state was not restored (a moved run directory).
+    At the end, a ``best-*.ckpt`` the run was resumed from is deleted once a better one has replaced it."""
 
     def __init__(self, best):
         self.best = best
@@ -91,3 +92,14 @@ class DropOrphanBest(L.Callback):
         for path in Path(self.best.dirpath).glob("best-*.ckpt"):
             if path.resolve() not in keep:
                 path.unlink(missing_ok=True)
+
+    def on_train_end(self, trainer, module) -> None:
+        """A run resumed from a ``best-*.ckpt`` (newer than ``last.ckpt`` when a kill fell between the two writes):
+        Lightning never deletes the file it resumed from, even once a better one replaces it. Delete it then."""
+        if trainer.ckpt_path is None or not trainer.is_global_zero:
+            return
+        resumed = Path(trainer.ckpt_path).resolve()
+        tracked = {Path(path).resolve() for path in self.best.best_k_models}
+        if resumed.name.startswith("best-") and resumed.parent == Path(self.best.dirpath).resolve() \
+                and tracked and resumed not in tracked:
+            resumed.unlink(missing_ok=True)
