@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import gc
 import math
-import os
 import platform
 import sys
 import time
@@ -103,25 +102,6 @@ def parse_args(argv=None):
         parser.error(f"unknown methods {sorted(unknown)}; choose from {','.join(METHODS)}")
     args.device = "cpu" if cpu else "cuda"
     return args
-
-
-def interpret_on_cpu() -> None:
-    """Triton's interpreter, set before mmcore.contrastive.fused is imported (``triton.jit`` reads it then). Under
-    Triton < 3.6 its loop bounds need the fix tests/fused_check.py applies (NumPy >= 2.4 refuses ``int()`` of a
-    one-element array); the interpreter only, compiled kernels are unaffected."""
-    os.environ["TRITON_INTERPRET"] = "1"
-    import triton
-
-    if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 6):
-        import triton.runtime.interpreter as interpreter
-
-        patch = interpreter._patch_lang_tensor
-
-        def patched(tensor, *rest):
-            patch(tensor, *rest)
-            tensor.__index__ = lambda self: int(self.handle.data.squeeze())
-
-        interpreter._patch_lang_tensor = patched
 
 
 # -- the compared losses: each (q, k, scale) -> scalar, the symmetric InfoNCE mean -----------------------------------
@@ -431,7 +411,9 @@ def loss_row(method, batch, r, plain, tiles, gemm, args) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.check_cpu:
-        interpret_on_cpu()
+        from mmcore.testing import interpret_triton
+
+        interpret_triton()  # before mmcore.contrastive.fused is imported
     import torch
     import triton
 

@@ -63,6 +63,28 @@ def run_recipe(raw: dict, out: str | Path) -> dict:
     return train(recipe, [], run_dir, registry, module_data=built)
 
 
+def interpret_triton() -> None:
+    """Run Triton kernels on the CPU, in Triton's interpreter: sets ``TRITON_INTERPRET=1`` (call it before the
+    module defining the kernels is imported: ``triton.jit`` reads it then). Under Triton < 3.6 it also fixes the
+    interpreter's loop bounds, which call ``int()`` on a one-element array (NumPy >= 2.4 refuses; Triton 3.6
+    squeezes it first). The interpreter only: compiled kernels are unaffected."""
+    import os
+
+    os.environ["TRITON_INTERPRET"] = "1"
+    import triton
+
+    if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 6):
+        import triton.runtime.interpreter as interpreter
+
+        patch = interpreter._patch_lang_tensor
+
+        def patched(tensor, *rest):
+            patch(tensor, *rest)
+            tensor.__index__ = lambda self: int(self.handle.data.squeeze())
+
+        interpreter._patch_lang_tensor = patched
+
+
 def module_and_batch(raw: dict, registry=None) -> tuple:
     """``(module, batch)``: a raw recipe's assembled :class:`~mmcore.train.module.BindingModule` in training mode
     and its first training :class:`mmcore.Batch`, for checks of one step (:func:`step_gradients`)."""

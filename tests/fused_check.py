@@ -1,33 +1,19 @@
 """The fused Triton kernels (mmcore.contrastive.fused) in Triton's interpreter against the PyTorch tiles and the
 plain loss: values and gradients, fp32 and bf16, with labels, invalid rows and sizes no block divides.
 
-Run as a script with ``TRITON_INTERPRET=1`` (``triton.jit`` reads it when mmcore.contrastive.fused is imported):
-``TRITON_INTERPRET=1 python tests/fused_check.py`` prints one JSON line, case -> {"diff", "scale"} (largest absolute
+Run as a script (it switches Triton's interpreter on before mmcore.contrastive.fused is imported):
+``python tests/fused_check.py`` prints one JSON line, case -> {"diff", "scale"} (largest absolute
 difference and largest reference magnitude over the values and every gradient). Used by test_fused_kernels.py.
 """
 
 import json
-import os
 import sys
 
 import torch
 
-assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+from mmcore.testing import interpret_triton
 
-import triton  # noqa: E402
-
-if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 6):
-    # Triton < 3.6's interpreter converts a loop bound with int() of a one-element array, which NumPy >= 2.4
-    # refuses; 3.6 squeezes it first. The same fix, for the interpreter only (compiled kernels are unaffected).
-    import triton.runtime.interpreter as interpreter
-
-    _patch = interpreter._patch_lang_tensor
-
-    def _patched(tensor, *args):
-        _patch(tensor, *args)
-        tensor.__index__ = lambda self: int(self.handle.data.squeeze())
-
-    interpreter._patch_lang_tensor = _patched
+interpret_triton()  # before mmcore.contrastive.fused is imported (by the calls below)
 
 from mmcore.contrastive.infonce import info_nce_pair_rows, info_nce_rows  # noqa: E402
 from mmcore.contrastive.tiled import tiled_logsumexp, tiled_pair_logsumexp  # noqa: E402
