@@ -33,6 +33,8 @@ def cmd_run(args) -> int:
     """``mmcore run``. Everything is checked before anything is written: the recipe, its components (built and
     probed), the trainer settings, ``--out`` (an existing run is replaced only with ``--overwrite``, only once the
     new run has started) and, for ``--resume``, the changes ``--set`` makes and the checkpoint to continue from."""
+    if args.seeds is not None or args.sweep:
+        return cmd_study(args)
     from .recipe import RecipeError, load_recipe, recipe_to_dict
     from .runs.directory import (RunDirectoryError, check_replaceable, launcher_rank, lock_run_dir, make_run_dir,
                                  refused_resume_changes, restore, set_aside, unlock_run_dir)
@@ -142,6 +144,87 @@ def _train_and_report(args, recipe, sources, run_dir, built, resume_from, handov
     return 0
 
 
+def cmd_study(args) -> int:
+    """``mmcore run RECIPE --seeds ... --sweep KEY=V1,V2 ...`` (:mod:`mmcore.runs.study`). Everything is checked
+    before anything is written: ``--seeds``, ``--sweep``, ``--out``, and every run's recipe as ``mmcore run``
+    checks it (structured, trainer settings, components built and probed). Then each run trains into its own
+    directory of the study as ``mmcore run`` would (the same output), and the summary is rewritten after each.
+    A run that fails or is interrupted stops the study with that run's exit status; the finished runs, the stopped
+    run's directory (its checkpoints and resume hint) and the summary of the finished runs stay."""
+    from .recipe import RecipeError, load_recipe
+    from .runs import study
+    from .runs.directory import HandOver, RunDirectoryError, lock_run_dir, make_run_dir, unlock_run_dir
+
+    if not args.recipe or args.resume:
+        return _error("--seeds and --sweep start a study from a RECIPE; they do not apply to --resume")
+    if args.overwrite:
+        return _error("--overwrite does not apply to a study (--seeds/--sweep): it never replaces anything; "
+                      "choose a fresh --out")
+    try:
+        seeds = study.parse_seeds(args.seeds) if args.seeds is not None else None
+        runs = study.plan_study(seeds, [study.parse_sweep(item) for item in args.sweep], args.set)
+        if args.out is not None:
+            study.check_study_out(args.out)
+    except study.StudyError as exc:
+        return _error(exc)
+    from .registry import get_registry
+
+    shared = study.SharedDatasets(get_registry())
+    recipes = []
+    for run in runs:  # every run's recipe and components, before anything is written
+        try:
+            recipe, sources = load_recipe(args.recipe, [*args.set, *run.overrides])
+            problem = study.one_process_problem(recipe)
+            if problem:
+                raise RecipeError([problem], str(args.recipe))
+            _assembled(recipe, args.recipe, shared)
+        except RecipeError as exc:
+            return _error(f"study run {run.name}: {exc}")
+        recipes.append((recipe, sources))
+    try:
+        study_dir = study.make_study_dir(recipes[0][0], args.out)
+    except OSError as exc:
+        return _error(f"cannot create the study directory: {exc}")
+    name = recipes[0][0].name
+    finished, stopped = {}, None
+    study.write_summary(study_dir, study.summarize(runs, finished, name))
+    print(f"mmcore: study directory {study_dir}: {len(runs)} runs ({', '.join(run.name for run in runs)})",
+          file=sys.stderr)
+    for i, (run, (recipe, sources)) in enumerate(zip(runs, recipes), 1):
+        print(f"mmcore: study run {i}/{len(runs)}: {run.name}", file=sys.stderr)
+        run_dir = None
+        try:
+            built = _assembled(recipe, args.recipe, shared)  # as checked above; rebuilt so each run starts fresh
+            run_dir = make_run_dir(recipe, study_dir / run.name)
+            lock_run_dir(run_dir)
+            code = _train_and_report(args, recipe, sources, run_dir, built, None, HandOver(None))
+        except (RecipeError, RunDirectoryError, OSError) as exc:
+            code = _error(exc if not isinstance(exc, OSError) else f"cannot create the run directory: {exc}")
+        except KeyboardInterrupt:  # between two runs' training
+            print("mmcore: interrupted", file=sys.stderr)
+            code = 130
+        finally:
+            built = None
+            if run_dir is not None:
+                unlock_run_dir(run_dir)
+        if code:
+            stopped = {"run": run.name, "exit_status": code}
+            break
+        from .use.report import declared_summary, summary_keys
+
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        finished[run.name] = (metrics, sorted(metrics) if args.all_metrics else
+                              summary_keys(metrics, declared_summary(run_dir)))
+        study.write_summary(study_dir, study.summarize(runs, finished, name))
+    summary = study.summarize(runs, finished, name, stopped)
+    study.write_summary(study_dir, summary)
+    at = "" if stopped is None else f"; stopped at {stopped['run']}"
+    print(f"mmcore: study summary ({len(finished)} of {len(runs)} runs{at}):", file=sys.stderr)
+    study.print_summary(summary)
+    print(f"mmcore: wrote {study_dir / 'summary.json'} and summary.md", file=sys.stderr)
+    return 0 if stopped is None else stopped["exit_status"]
+
+
 def _after_stop(run_dir: Path, resume_hint: str, then: str = "") -> str:
     """What a stopped run leaves: its checkpoints and ``resume_hint`` (prefixed with ``then``), or, when it wrote
     no whole checkpoint, that there is nothing to resume: the hint printed is never one ``--resume`` refuses."""
@@ -164,17 +247,17 @@ def _print_metrics(metrics: dict, everything: bool = False, summary=()) -> None:
         print(f"{key:<{width}}  {metrics[key]:.4f}")
 
 
-def _assembled(recipe, path):
+def _assembled(recipe, path, registry=None):
     """:func:`mmcore.train.settings.check_trainer` (Lightning accepts ``[trainer]`` here), then
-    :func:`mmcore.train.build.assemble`; their recipe errors name the recipe file. ``validate`` and ``run`` both
-    call it before anything is written."""
+    :func:`mmcore.train.build.assemble` (with ``registry``, default the process's); their recipe errors name the
+    recipe file. ``validate`` and ``run`` both call it before anything is written."""
     from .recipe import RecipeError
     from .train.build import assemble
     from .train.settings import check_trainer
 
     try:
         check_trainer(recipe)
-        return assemble(recipe)
+        return assemble(recipe, registry)
     except RecipeError as exc:
         if exc.source:
             raise
@@ -457,6 +540,9 @@ def _fresh_path(stem: Path, suffix: str) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmcore", description="Train and evaluate unified multimodal embedding spaces from TOML recipes.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"mmcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def recipe_command(name: str, help_text: str):
@@ -476,6 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: <output_dir>/<recipe name>-<n>, always fresh)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds a run")
     p.add_argument("--all-metrics", action="store_true", help="print every metric, not only the summaries")
+    p.add_argument("--seeds", metavar="S1,S2,...",
+                   help="a study: one run per seed (e.g. --seeds 0,1,2) in one process, each in its own run "
+                        "directory of the study directory (--out DIR, default <output_dir>/<recipe name>-study-<n>), "
+                        "then the mean +- std of each summary metric, also in summary.json and summary.md")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a study over recipe values, e.g. --sweep optimizer.lr=1e-3,3e-3 (values as for --set; "
+                        "repeatable: the cross product; with --seeds, every setting with every seed)")
     p.set_defaults(func=cmd_run)
 
     recipe_command("validate", "check a recipe (and build its components) without training").set_defaults(

@@ -121,3 +121,14 @@ def test_help_does_not_import_torch():
     code = "import sys; from mmcore.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_version_prints_the_core_version_without_importing_torch():
+    code = ("import contextlib, io, sys\nfrom mmcore.cli import main\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n    try:\n        main(['--version'])\n"
+            "    except SystemExit as exit:\n        status = exit.code\n"
+            "print(repr(out.getvalue()), status, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    import mmcore
+
+    assert result.strip() == f"'mmcore {mmcore.__version__}\\n' 0 False"
