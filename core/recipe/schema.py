@@ -1,7 +1,7 @@
 """The recipe schema: the core's own sections (attrs classes) and the structured :class:`Recipe`.
 
 Component sections (``[dataset]``, ``[encoders.<m>]``, ``[anchor]``, ``[loss]``, ``[[evaluators]]``) hold a
-component ``name`` and that component's own attrs config; ``[optimizer]`` and ``[trainer]`` are the core's.
+component ``name`` and that component's own attrs config; ``[optimizer]``, ``[trainer]`` and ``[logger]`` are the core's.
 """
 
 from __future__ import annotations
@@ -90,15 +90,62 @@ class EncoderSection(ComponentSection):
     grad_checkpointing: bool = False
 
 
+def _betas(instance, attribute, value):
+    if not all(0 <= b < 1 for b in value):  # also rejects nan and inf
+        raise ValueError(f"'{attribute.name}' must be two numbers in [0, 1), got {list(value)}")
+
+
+DEFAULT_BETAS = (0.9, 0.999)
+DEFAULT_EPS = 1e-8
+"""torch's AdamW/Adam defaults."""
+
+
 @attrs.frozen
 class OptimizerSettings:
-    """``[optimizer]``: AdamW/Adam/SGD over every trainable parameter, with an optional cosine schedule."""
+    """``[optimizer]``: AdamW/Adam/SGD over every trainable parameter, with an optional cosine schedule.
+
+    ``betas`` and ``eps`` are Adam's (AdamW's) moment decays and denominator term; SGD (momentum 0.9) has neither,
+    so they are refused with it unless left at their defaults. Parameters with fewer than 2 dimensions (biases,
+    norms, temperatures) never get weight decay (:meth:`mmcore.train.module.BindingModule.parameter_groups`).
+    """
 
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = attrs.field(default=1e-3, validator=_positive)
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
     schedule: Literal["constant", "cosine"] = "cosine"
     warmup_steps: int = attrs.field(default=0, validator=_non_negative)
+    betas: tuple[float, float] = attrs.field(default=DEFAULT_BETAS, validator=_betas)
+    eps: float = attrs.field(default=DEFAULT_EPS, validator=_positive)
+
+    def __attrs_post_init__(self):
+        if self.name == "sgd":
+            for key, default in (("betas", DEFAULT_BETAS), ("eps", DEFAULT_EPS)):
+                if getattr(self, key) != default:
+                    raise ValueError(f"'{key}' is a setting of adam and adamw; SGD (name = \"sgd\") has none")
+
+
+def _max_epochs(instance, attribute, value):
+    if value == -1 and instance.max_steps > 0:
+        return
+    if not value > 0:
+        raise ValueError(f"'{attribute.name}' must be > 0, got {value} (-1: no epoch limit, with max_steps > 0)")
+
+
+def _max_steps(instance, attribute, value):
+    if not (value == -1 or value > 0):
+        raise ValueError(f"'{attribute.name}' must be -1 (no step limit) or > 0, got {value}")
+
+
+def _optional_positive(instance, attribute, value):
+    if value is not None and not value > 0:
+        hint = "; to switch validation off, set val_every_n_epochs = 0" if attribute.name == "limit_val_batches" else ""
+        raise ValueError(f"'{attribute.name}' must be a number of batches > 0 (leave it out for all), got "
+                         f"{value}{hint}")
+
+
+def _fraction(instance, attribute, value):
+    if not 0 < value <= 1:  # also rejects nan and inf
+        raise ValueError(f"'{attribute.name}' must be a fraction of the training epoch in (0, 1], got {value}")
 
 
 @attrs.frozen
@@ -112,9 +159,24 @@ class TrainerSettings:
     runs on at most ``n`` rows at a time, twice, and the gradient is the whole batch's, so ``batch_size`` is
     limited by the ``[batch_size, embed_dim]`` embeddings rather than by the encoders' activations. It is also how
     mmcore accumulates: there is no ``accumulate_grad_batches``, which would shrink the negatives each query sees.
+
+    How long: ``max_epochs``, and ``max_steps`` (optimizer steps, -1: no limit), whichever comes first
+    (``max_epochs = -1`` with ``max_steps > 0``: steps only); ``limit_train_batches = n`` trains on the first ``n``
+    batches of each epoch's order. The cosine schedule spans what Lightning estimates from all three.
+    Validation: every ``val_every_n_epochs`` epochs (0: never, and no sanity check), ``val_check_interval`` (a
+    fraction of the epoch: 0.5 validates twice per validated epoch) on at most ``limit_val_batches`` batches.
+    Checkpoints (``checkpoints/``): ``checkpoint = "best_and_last"`` keeps ``last.ckpt``, written at the end of every
+    ``checkpoint_every_n_epochs``-th epoch and of training, and the best by ``val/loss`` (when there is
+    validation); ``"last"`` keeps ``last.ckpt`` only; ``"none"`` writes no checkpoint at all (sweeps: the metrics,
+    logs and figures are still written, but ``--resume``, ``mmcore eval``, ``embed``, ``export`` and
+    ``mmcore.load`` need a checkpoint). ``drop_last``: the training loader leaves out the last partial batch of an
+    epoch (the default; several processes need it, as the cross-rank gather needs equal batch shapes).
+    ``log_every_n_steps`` counts optimizer steps across epochs, so a run with fewer batches per epoch still logs
+    every ``n`` steps. Lightning's ``fast_dev_run`` is not a setting (see
+    :data:`mmcore.recipe.structure.REFUSED_TRAINER_KEYS`).
     """
 
-    max_epochs: int = attrs.field(default=10, validator=_positive)
+    max_epochs: int = attrs.field(default=10, validator=_max_epochs)
     batch_size: int = attrs.field(default=256, validator=_positive)
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -128,6 +190,33 @@ class TrainerSettings:
     compile: bool = False
     on_nonfinite: Literal["stop", "skip"] = "stop"
     embed_chunk: int = attrs.field(default=0, validator=_non_negative)
+    max_steps: int = attrs.field(default=-1, validator=_max_steps)
+    limit_train_batches: int | None = attrs.field(default=None, validator=_optional_positive)
+    limit_val_batches: int | None = attrs.field(default=None, validator=_optional_positive)
+    val_every_n_epochs: int = attrs.field(default=1, validator=_non_negative)
+    val_check_interval: float = attrs.field(default=1.0, validator=_fraction)
+    checkpoint: Literal["best_and_last", "last", "none"] = "best_and_last"
+    checkpoint_every_n_epochs: int = attrs.field(default=1, validator=_positive)
+    drop_last: bool = True
+
+    @property
+    def validates(self) -> bool:
+        """Whether the run validates at all (``val/loss`` exists, so a best checkpoint can)."""
+        return self.val_every_n_epochs > 0
+
+
+@attrs.frozen
+class LoggerSettings:
+    """``[logger]``: Lightning loggers written beside TensorBoard (``tb/``, always on: the figures and the HParams
+    view go there), each into the run directory and none of them online: ``csv`` (``csv/version_<n>/metrics.csv``,
+    a new version for each ``--resume``), ``mlflow`` (a local file store ``mlflow/``, ``mlflow ui
+    --backend-store-uri file:RUN_DIR/mlflow``; needs ``pip install mlflow-skinny``), ``wandb`` (offline mode,
+    ``wandb/``, ``wandb sync`` uploads it later; needs ``pip install wandb``). The recipe name is the MLflow
+    experiment and the W&B project, the run directory's name the run's."""
+
+    csv: bool = False
+    mlflow: bool = False
+    wandb: bool = False
 
 
 def _default_loss() -> dict:
@@ -149,6 +238,7 @@ class Recipe:
     evaluators: list[ComponentSection]
     optimizer: OptimizerSettings = OptimizerSettings()
     trainer: TrainerSettings = TrainerSettings()
+    logger: LoggerSettings = LoggerSettings()
     embed_dim: int = attrs.field(default=128, validator=_positive)
     seed: int = attrs.field(default=0, validator=_seed)
     output_dir: str = attrs.field(default="runs", validator=_path_text)
@@ -168,6 +258,7 @@ class _Settings:
 
     optimizer: OptimizerSettings = OptimizerSettings()
     trainer: TrainerSettings = TrainerSettings()
+    logger: LoggerSettings = LoggerSettings()
     embed_dim: int = attrs.field(default=128, validator=_positive)
     seed: int = attrs.field(default=0, validator=_seed)
     output_dir: str = attrs.field(default="runs", validator=_path_text)

@@ -42,9 +42,18 @@ def _int_or_str(value, _type):
     return value
 
 
+def _number_pair(value, _type):
+    """``[a, b]`` of numbers (``optimizer.betas``) -> a tuple of floats."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise TypeError(f"expected an array of two numbers, got {type(value).__name__} {value!r}")
+    return tuple(float(v) for v in value)
+
+
 def make_converter() -> cattrs.Converter:
     """A cattrs converter that rejects unknown keys and does not coerce types (``"3"`` is not an int)."""
     converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook_func(lambda type_: type_ == tuple[float, float], _number_pair)
     converter.register_structure_hook(int, _strict((int,), "an integer"))
     converter.register_structure_hook(float, _strict((int, float), "a number"))
     converter.register_structure_hook(str, _strict((str,), "a string"))
@@ -201,10 +210,18 @@ ENCODER_CORE_KEYS = {"frozen": (bool, False), "lr": ((int, float, type(None)), N
 """Keys of an ``[encoders.<m>]`` section the core reads itself (the rest is the encoder's config)."""
 
 
-ACCUMULATION_REFUSED = (
-    "trainer.accumulate_grad_batches: not a setting: accumulating gradients over small batches changes a contrastive "
-    "objective (each query sees only its own small batch's negatives). To train a batch larger than memory with the "
-    "whole batch's gradient, set trainer.embed_chunk (the cached step: each encoder runs on that many rows at a time)")
+REFUSED_TRAINER_KEYS = {
+    "accumulate_grad_batches": (
+        "not a setting: accumulating gradients over small batches changes a contrastive objective (each query sees "
+        "only its own small batch's negatives). To train a batch larger than memory with the whole batch's gradient, "
+        "set trainer.embed_chunk (the cached step: each encoder runs on that many rows at a time)"),
+    "fast_dev_run": (
+        "not a setting: Lightning's fast_dev_run switches the loggers and checkpoints off and evaluates one test "
+        "batch, so the run's metrics.json would score a few samples. `mmcore validate RECIPE` runs every component "
+        "on 16 training rows without training; for a short real run set trainer.max_steps and "
+        "trainer.limit_val_batches (trainer.checkpoint = \"none\" writes no checkpoint)"),
+}
+"""Lightning ``Trainer`` arguments that are not ``[trainer]`` settings, and why (each named if a recipe sets it)."""
 
 
 def _encoder_core(values: dict, modality: str, s) -> dict:
@@ -266,14 +283,15 @@ def structure_recipe(raw: dict, registry: Registry, source: str = "") -> Recipe:
             valid = sorted(settings_fields | set(placeholder) | {"extends"})
             s.problems.append(f"{key}: unknown key{nearest_hint(key, valid, 'valid top-level keys')}")
             raw.pop(key)
-    for key in ("optimizer", "trainer"):  # the core's own tables: a scalar or an array of tables is not one
+    for key in ("optimizer", "trainer", "logger"):  # the core's own tables: a scalar or an array of tables is not one
         if key in raw and not isinstance(raw[key], dict):
             got = "an array of tables" if isinstance(raw[key], list) else f"{type(raw[key]).__name__} {raw[key]!r}"
             s.problems.append(f"{key}: expected a table ([{key}] with its settings), got {got}")
             raw.pop(key)
-    if isinstance(raw.get("trainer"), dict) and "accumulate_grad_batches" in raw["trainer"]:
-        raw["trainer"] = {k: v for k, v in raw["trainer"].items() if k != "accumulate_grad_batches"}
-        s.problems.append(ACCUMULATION_REFUSED)
+    for key, why in REFUSED_TRAINER_KEYS.items():
+        if isinstance(raw.get("trainer"), dict) and key in raw["trainer"]:
+            raw["trainer"] = {k: v for k, v in raw["trainer"].items() if k != key}
+            s.problems.append(f"trainer.{key}: {why}")
     settings = s.attrs_class(raw, _Settings, "")
     if s.problems:
         raise RecipeError(s.problems, source)

@@ -38,8 +38,10 @@ def recipe_to_dict(recipe: Recipe) -> dict:
         "anchor": section(recipe.anchor),
         "loss": section(recipe.loss),
         "evaluators": [section(e) for e in recipe.evaluators],
-        "optimizer": converter.unstructure(recipe.optimizer),
-        "trainer": converter.unstructure(recipe.trainer),
+        # as TOML holds them: unset limits (None) left out, optimizer.betas a list
+        "optimizer": _plain(converter.unstructure(recipe.optimizer)),
+        "trainer": _plain(converter.unstructure(recipe.trainer)),
+        "logger": converter.unstructure(recipe.logger),
     }
 
 

@@ -83,7 +83,7 @@ def _fresh_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
 
 RUN_ENTRIES = frozenset({
     "recipe.toml", "sources", "plugins.json", "environment.json", "model.json", "metrics.json", "pairs.json",
-    "checkpoints", "tb", "recall_heatmap.png", "embeddings_2d.png", ".write-test",
+    "checkpoints", "tb", "csv", "mlflow", "wandb", "recall_heatmap.png", "embeddings_2d.png", ".write-test",
 })
 """Everything ``mmcore run`` writes at the top of a run directory; ``--overwrite`` replaces only such folders."""
 
@@ -213,10 +213,16 @@ def check_unlocked(path: str | Path) -> None:
 
 RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
                      "trainer.strategy", "trainer.num_workers", "trainer.log_every_n_steps", "trainer.on_nonfinite",
-                     "trainer.deterministic", "trainer.embed_chunk", "output_dir", "evaluators")
-"""What ``--resume --set`` may change: where and how long the run goes on, and what it measures at the end.
-Everything else (data, encoders, anchor, loss, optimizer, seed, batch size, precision, ...) shapes the checkpoint or
-the trajectory it continues, and a changed value would silently make another run under the old one's name."""
+                     "trainer.deterministic", "trainer.embed_chunk", "trainer.val_every_n_epochs", "logger",
+                     "output_dir", "evaluators")
+"""What ``--resume --set`` may change: where and how long the run goes on, how often it validates (the best
+checkpoint is the best of the validations there were), where it also logs (each logger of ``[logger]`` logs what
+follows), and what it measures at the end. Everything else (data, encoders, anchor, loss, optimizer, seed, batch
+size, precision, drop_last, limit_train_batches, ...) shapes the checkpoint or the trajectory it continues, and a
+changed value would silently make another run under the old one's name. Not resumable either: ``max_steps`` (a
+run it stopped ended mid-epoch), ``limit_val_batches`` and ``val_check_interval`` (the best checkpoint compares
+``val/loss`` of one kind of validation), ``checkpoint`` and ``checkpoint_every_n_epochs`` (Lightning restores the
+checkpoint callbacks' state by their settings: changed, the best one would restart and leave its old file)."""
 
 
 def _flat(data, prefix: str = "") -> dict:

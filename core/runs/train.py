@@ -2,7 +2,8 @@
 
 Lightning owns the loop, devices (``accelerator = "auto"``), DDP, checkpoints, progress bars and logging.
 A run directory holds ``recipe.toml`` (resolved), ``sources/`` (the files of the extends chain), ``plugins.json``,
-``environment.json``, ``metrics.json``, ``checkpoints/`` and ``tb/`` (TensorBoard events). It is never reused
+``environment.json``, ``metrics.json``, ``checkpoints/`` (unless ``trainer.checkpoint = "none"``), ``tb/``
+(TensorBoard events) and the ``[logger]`` section's ``csv/``, ``mlflow/``, ``wandb/``. It is never reused
 silently.
 """
 
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import warnings
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.loggers import MLFlowLogger
 
 from ..recipe import Recipe, dump_toml, recipe_to_dict
 from ..registry import Registry, get_registry
@@ -41,22 +44,88 @@ def _flatten(data, prefix: str = "") -> dict:
     return out
 
 
+def mlflow_metric_name(name: str) -> str:
+    """``name`` as MLflow's file store can keep it: the stage's ``/`` kept, the rest of the path joined with ``.``
+    (the store keeps a metric in a file whose path is its name, so ``train/loss`` and ``train/loss/text-image``
+    cannot both be ``/`` paths), and the characters MLflow refuses left out as Lightning's MLFlowLogger does:
+    ``test/retrieval/text->audio/R@1`` -> ``test/retrieval.text-audio.R1``."""
+    stage, slash, rest = name.partition("/")
+    return re.sub("[^a-zA-Z0-9_/. -]+", "", stage + slash + rest.replace("/", "."))
+
+
+class FileStoreMLFlowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger with the metric names of :func:`mlflow_metric_name`."""
+
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        super().log_metrics({mlflow_metric_name(k): v for k, v in metrics.items()}, step)
+
+
+def make_loggers(recipe: Recipe, run_dir: Path) -> list:
+    """TensorBoard (``tb/``, first: ``trainer.logger``, where the figures and the HParams view go), then the
+    ``[logger]`` section's (:class:`mmcore.recipe.schema.LoggerSettings`), each writing inside ``run_dir`` only and
+    never online."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    s = recipe.logger
+    loggers = [TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)]
+    if s.csv:  # csv/version_<n>/: a resumed run writes a new version rather than replacing the first's metrics.csv
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))
+    if s.mlflow:
+        # a file store needs no server or database; MLflow 3 keeps it in maintenance mode and refuses it unless
+        # allowed (an explicit MLFLOW_ALLOW_FILE_STORE=false of the user's is left as it is)
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        loggers.append(FileStoreMLFlowLogger(experiment_name=recipe.name, run_name=run_dir.name,
+                                             tracking_uri=(run_dir / "mlflow").resolve().as_uri()))
+    if s.wandb:
+        from lightning.pytorch.loggers import WandbLogger
+
+        import wandb
+
+        # offline: nothing leaves the machine (`wandb sync RUN_DIR/wandb/offline-run-*` uploads it later); the
+        # console is not captured (mmcore's own output stays as it is) and W&B's banners are kept quiet
+        loggers.append(WandbLogger(name=run_dir.name, project=recipe.name, save_dir=str(run_dir), offline=True,
+                                   settings=wandb.Settings(console="off", silent=True)))
+    return loggers
+
+
 def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
+    """The run's ``lightning.Trainer``: the recipe's ``[trainer]`` settings, its loggers (:func:`make_loggers`) and
+    checkpoints (``trainer.checkpoint``): ``last.ckpt`` at the end of every ``checkpoint_every_n_epochs``-th epoch
+    (:func:`train` writes it at the end of training too) and ``interrupted.ckpt`` when a run stops, unless
+    ``"none"``; the best by ``val/loss`` for ``"best_and_last"`` when the run validates. ``overrides``: any other
+    ``lightning.Trainer`` arguments."""
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     t = recipe.trainer
+    folder = run_dir / "checkpoints"
     interactive = sys.stdout.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
-    # best-by-validation-loss, and last.ckpt at every epoch end. Not `save_last=True` on the monitored checkpoint:
-    # Lightning rewrites that last.ckpt only in epochs where the best one changes, so it goes stale.
-    best = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best-epoch{epoch}-step{step}", auto_insert_metric_name=False,
-        monitor="val/loss", mode="min", save_top_k=1,
-    )
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                           every_n_epochs=1, enable_version_counter=False)
+    best = last = None
+    if t.checkpoint == "best_and_last" and t.validates:
+        # best-by-validation-loss, and last.ckpt below. Not `save_last=True` on the monitored checkpoint: Lightning
+        # rewrites that last.ckpt only in epochs where the best one changes, so it goes stale.
+        best = ModelCheckpoint(
+            dirpath=folder, filename="best-epoch{epoch}-step{step}", auto_insert_metric_name=False,
+            monitor="val/loss", mode="min", save_top_k=1,
+        )
+    if t.checkpoint != "none":
+        # at an epoch's end whatever the validation frequency (Lightning would otherwise save it after validation)
+        last = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1,
+                               every_n_epochs=t.checkpoint_every_n_epochs, save_on_train_epoch_end=True,
+                               enable_version_counter=False)
+    callbacks = [c for c in (best, last) if c is not None] + [RandomState()]
+    if last is not None:  # interrupted.ckpt when a run stops on SIGTERM/Ctrl-C/error
+        callbacks.append(InterruptCheckpoint(folder / "interrupted.ckpt"))
+    if best is not None:
+        callbacks.append(DropOrphanBest(best))
     options = dict(
         max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        limit_train_batches=t.limit_train_batches,
+        # no validation at all (nor Lightning's sanity check) with val_every_n_epochs = 0
+        limit_val_batches=t.limit_val_batches if t.validates else 0,
+        check_val_every_n_epoch=max(1, t.val_every_n_epochs),
+        # None: Lightning's default, 1.0, without its note that validation runs at each epoch's end
+        val_check_interval=None if t.val_check_interval == 1.0 else t.val_check_interval,
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
@@ -65,10 +134,9 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
         log_every_n_steps=t.log_every_n_steps,
         gradient_clip_val=t.gradient_clip_val or None,
         deterministic=t.deterministic,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False),
-        # last.ckpt at every epoch end (exact resume); interrupted.ckpt when a run stops on SIGTERM/Ctrl-C/error
-        callbacks=[best, last, RandomState(), InterruptCheckpoint(run_dir / "checkpoints" / "interrupted.ckpt"),
-                   DropOrphanBest(best)],
+        logger=make_loggers(recipe, run_dir),
+        callbacks=callbacks,
+        enable_checkpointing=t.checkpoint != "none",  # else Lightning adds a ModelCheckpoint of its own
         # checkpoints written next to their target and renamed (not staged in $TMPDIR), loaded with weights_only
         plugins=[CheckpointFiles()],
         default_root_dir=str(run_dir),
@@ -79,6 +147,13 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
     return L.Trainer(**options)
 
 
+def _last_checkpoint(trainer: L.Trainer):
+    """The Trainer's ``last.ckpt`` callback, or None (``trainer.checkpoint = "none"``)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor is None), None)
+
+
 def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | None = None,
           module_data: tuple | None = None, resume: Path | bool = False, callbacks: tuple = ()) -> dict:
     """Train and evaluate a recipe into ``run_dir`` (already created). Returns the test metrics.
@@ -86,8 +161,10 @@ def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | Non
     ``resume``: continue from a checkpoint of ``run_dir`` with the optimizer, schedule, temperatures, strategy
     parameters, epoch and RNG states it holds: the path the CLI chose with
     :func:`mmcore.runs.checkpoints.resume_checkpoint`, or True to choose it here (its note goes to stderr). From
-    an epoch-end checkpoint (``last.ckpt``, written at every epoch end) the resumed run reaches the same final
-    state as an uninterrupted one, as the data order depends only on (seed, epoch).
+    an epoch-end checkpoint (``last.ckpt``, written at the end of every ``trainer.checkpoint_every_n_epochs``-th
+    epoch and of training) the resumed run reaches the same final
+    state as an uninterrupted one, as the data order depends only on (seed, epoch). A run with
+    ``trainer.checkpoint = "none"`` writes no checkpoint, so it cannot be resumed.
     ``callbacks``: Lightning callbacks added to mmcore's own (the CLI's hands over a replaced run once training
     has started).
     """
@@ -115,14 +192,38 @@ def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | Non
         write_atomic(run_dir / MODEL_FILE, json.dumps(model_record(module), indent=2))
         write_atomic(run_dir / "environment.json", json.dumps(environment_record(), indent=2))
 
+    data.drop_last = recipe.trainer.drop_last
     trainer = make_trainer(recipe, run_dir)
     trainer.callbacks.extend(callbacks)
+    try:
+        metrics = _fit_and_test(recipe, run_dir, module, data, trainer, ckpt_path)
+    except BaseException:
+        _finish_wandb(trainer, exit_code=1)
+        raise
+    _finish_wandb(trainer, exit_code=0)
+    return metrics
+
+
+def _fit_and_test(recipe: Recipe, run_dir: Path, module, data, trainer: L.Trainer, ckpt_path) -> dict:
+    """Fit (from ``ckpt_path`` if given), make sure ``last.ckpt`` holds the final state, test, and write the
+    metrics, pairs, figures and hyperparameters (rank 0). Returns the test metrics."""
     with warnings.catch_warnings():
         # mmcore's sampler goes on from the checkpoint's batch (BindingData.resume_position): Lightning's warning
         # that a mid-epoch checkpoint of a non-resumable loader is unreliable does not apply
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
+        # Lightning counts log_every_n_steps over optimizer steps across epochs, so an epoch with fewer batches than
+        # the interval still logs every n steps: its warning that the epoch will show no logs does not apply
+        warnings.filterwarnings("ignore", message=".*is smaller than the logging interval")
+        if ckpt_path is not None and not recipe.trainer.validates:
+            # validation switched off on --resume: the checkpoint holds the best-by-val/loss callback's state, and
+            # that callback is rightly absent now (the best file written before stays as it is)
+            warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided")
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
-    trainer.test(module, datamodule=data, verbose=False)
+        last = _last_checkpoint(trainer)
+        if last is not None and trainer.current_epoch % recipe.trainer.checkpoint_every_n_epochs:
+            # the final epoch was not an every-n-th one: last.ckpt would hold an earlier state than the one tested
+            trainer.save_checkpoint(Path(last.dirpath) / "last.ckpt", weights_only=False)
+        trainer.test(module, datamodule=data, verbose=False)
     metrics = module.test_metrics
     if trainer.is_global_zero:
         from .figures import have_matplotlib, write_run_pictures
@@ -135,7 +236,21 @@ def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | Non
                            module.summary_metrics)
         if not have_matplotlib():
             print("mmcore: figures skipped (pip install matplotlib to get PNGs)", file=sys.stderr)
-        trainer.logger.log_hyperparams(_flatten(recipe_to_dict(recipe)),
-                                       metrics={f"test/{k}": v for k, v in metrics.items()})
-        trainer.logger.finalize("success")
+        hyperparameters = _flatten(recipe_to_dict(recipe))
+        trainer.logger.log_hyperparams(hyperparameters, metrics={f"test/{k}": v for k, v in metrics.items()})
+        for logger in trainer.loggers[1:]:  # the [logger] section's: the test metrics were logged by the test loop
+            logger.log_hyperparams(hyperparameters)
+        for logger in trainer.loggers:
+            logger.finalize("success")
     return metrics
+
+
+def _finish_wandb(trainer: L.Trainer, exit_code: int) -> None:
+    """End this run's W&B run, however the run ended: Lightning's WandbLogger leaves it open, and the next run of
+    the same process (a study's) would log into it."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
+        import wandb
+
+        wandb.finish(exit_code=exit_code)

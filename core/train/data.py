@@ -161,6 +161,9 @@ class BindingData(L.LightningDataModule):
         self.test_split = "test"
         self.resume_position = (0, 0)
         """(epoch, training batches of it already done) where a resumed fit starts: :func:`resume_position`."""
+        self.drop_last = True
+        """Whether the training loader leaves out an epoch's last partial batch (``trainer.drop_last``, set by
+        :func:`mmcore.runs.train.train`). Several processes need it: the cross-rank gather needs equal shapes."""
 
     def collate(self, train: bool = False) -> ModalityCollate:
         """The per-item collate of this data (``train``: the encoders' training-time preprocessing)."""
@@ -194,8 +197,7 @@ class BindingData(L.LightningDataModule):
         return data
 
     def train_dataloader(self):
-        # drop_last keeps every rank's batch the same shape, which the cross-rank gather needs
-        loader = self.loader(self.splits.train, shuffle=True, drop_last=True, train=True)
+        loader = self.loader(self.splits.train, shuffle=True, drop_last=self.drop_last, train=True)
         # Lightning builds this loader, and its workers draw their first indices, before it restores a resumed
         # run's progress (and calls set_epoch only after): the sampler starts where the checkpoint stopped.
         loader.sampler.resume_at(self.resume_position[0], self.resume_position[1] * loader.batch_size)

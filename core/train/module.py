@@ -379,7 +379,7 @@ class BindingModule(L.LightningModule):
             optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9)
         else:
             cls = torch.optim.AdamW if settings.name == "adamw" else torch.optim.Adam
-            optimizer = cls(groups, lr=settings.lr)
+            optimizer = cls(groups, lr=settings.lr, betas=settings.betas, eps=settings.eps)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = settings.warmup_steps
 
