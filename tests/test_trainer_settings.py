@@ -48,9 +48,12 @@ def test_a_run_without_validation_or_checkpoints_still_writes_its_metrics_logs_a
     assert not any(key.startswith("val/") for key in rows[0])
     assert any(r.get("test/retrieval/trained/R@1") for r in rows)
     assert not [w for w in recwarn if "logging interval" in str(w.message)]
-    for command in (("eval", run), ("run", "--resume", run)):
+    for command in (("eval", run), ("run", "--resume", run), ("embed", run, "--modality", "image", run / "x.npy",
+                                                               "--out", tmp_path / "e.npy")):
         status, _, err = cli(*command)
         assert status == 2 and "no checkpoint" in err and "Traceback" not in err, err
+        # the reason, not a guess that the run stopped early
+        assert 'trained with trainer.checkpoint = "none", which writes no checkpoint' in err, err
 
 
 def test_last_checkpoint_every_n_epochs_holds_the_final_state_and_resumes_exactly(cli, tmp_path, recwarn):
@@ -92,6 +95,10 @@ def test_checkpoint_last_keeps_only_last_and_the_lightning_limits_shape_the_run(
                                     "limit_val_batches": 1, "val_check_interval": 0.5, "checkpoint": "last"},
                            logger={"csv": True}), run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    from mmcore.runs.load import RunLoadError, checkpoint_file
+
+    with pytest.raises(RunLoadError, match='trainer.checkpoint = "last", which keeps no best checkpoint'):
+        checkpoint_file(run, "best")
     assert _steps(run / "checkpoints" / "last.ckpt") == 5
     rows = _rows(run / "csv" / "version_0" / "metrics.csv")
     lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]

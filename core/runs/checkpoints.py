@@ -148,6 +148,32 @@ def _facts(state: dict) -> dict:
     return {"global_step": int(state["global_step"]), "epoch": int(state["epoch"]), "batches": done or None}
 
 
+def checkpoint_policy(run_dir: str | Path) -> str | None:
+    """The ``trainer.checkpoint`` setting a run was trained with (``"best_and_last"``, ``"last"``, ``"none"``), read
+    from its ``recipe.toml``; None when that cannot be read. For messages about checkpoints that are missing because
+    the run never wrote them."""
+    import tomllib
+
+    try:
+        with open(Path(run_dir) / "recipe.toml", "rb") as file:
+            value = tomllib.load(file).get("trainer", {}).get("checkpoint", "best_and_last")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def not_written(run_dir: str | Path, wanted: str) -> str:
+    """``"; the run was trained with trainer.checkpoint = ..."`` when that setting explains why ``wanted``
+    (``"any"`` checkpoint or ``"best"``) is missing, else ``""``."""
+    policy = checkpoint_policy(run_dir)
+    if policy == "none":
+        return ('; the run was trained with trainer.checkpoint = "none", which writes no checkpoint (train with '
+                '"last" or "best_and_last" to resume, evaluate, embed or export it)')
+    if policy == "last" and wanted == "best":
+        return '; the run was trained with trainer.checkpoint = "last", which keeps no best checkpoint'
+    return ""
+
+
 def resume_checkpoint(run_dir: str | Path) -> tuple:
     """The checkpoint to resume ``run_dir`` from -> ``(path, note)``: the whole one with the highest global step
     among ``last.ckpt``, ``interrupted.ckpt`` and ``best-*.ckpt`` (``last.ckpt`` on a tie). ``note`` is None for
@@ -158,6 +184,9 @@ def resume_checkpoint(run_dir: str | Path) -> tuple:
     folder = Path(run_dir) / "checkpoints"
     candidates = _candidates(folder) if folder.is_dir() else []
     if not candidates:
+        why = not_written(run_dir, "any")
+        if why:
+            raise RunDirectoryError(f"nothing to resume: {folder} holds no checkpoint{why}")
         raise RunDirectoryError(
             f"nothing to resume: {folder} holds no checkpoint (the run stopped before its first checkpoint was "
             f"written); start it again (mmcore run RECIPE --out {run_dir} --overwrite replaces this folder)")

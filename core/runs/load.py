@@ -281,12 +281,17 @@ def checkpoint_file(run_dir: Path, name: str) -> Path:
     the latest step if a kill left two). ``RunLoadError`` listing the checkpoints that exist otherwise."""
     folder = Path(run_dir) / "checkpoints"
     present = sorted(p.name for p in folder.glob("*.ckpt") if p.is_file()) if folder.is_dir() else []
+    from .checkpoints import not_written
+
     listing = f"; {folder} holds: {', '.join(present)}" if present else f"; {folder} holds no checkpoint"
+    if not present:
+        listing += not_written(run_dir, "any")
     if name == "best":
         best = [n for n in present if n.startswith("best-")]
         if not best:
+            why = not_written(run_dir, "best") if present else ""
             raise RunLoadError(f"checkpoint 'best': {run_dir} has no best-*.ckpt (written at the first validation "
-                               f"of a run with a validation split){listing}")
+                               f"of a run with a validation split){listing}{why}")
         return folder / max(best, key=lambda n: (_step(n), n))
     file = CHECKPOINT_NAMES.get(name, name)
     if Path(file).name != file or file in ("", ".", ".."):
