@@ -36,6 +36,11 @@ def test_run_writes_metrics_checkpoints_events_and_the_resolved_recipe(finished_
     assert (run_dir / "sources" / "0-imagebind.toml").is_file()
     assert json.loads((run_dir / "environment.json").read_text())["torch"]
     assert "retrieval/emergent/R@1" in proc.stdout
+    # what a user needs, not Lightning's notes (GPU/TPU lines, its litlogger advert, a site-packages deprecation)
+    for noise in ("GPU available", "TPU available", "litlogger", "LeafSpec", "estimate number of stepping batches",
+                  "`Trainer.fit` stopped"):
+        assert noise not in proc.stderr, proc.stderr
+    assert "mmcore: run directory runs/imagebind-1" in proc.stderr, proc.stderr
 
 
 def test_tensorboard_has_every_loss_term_temperature_and_metric(finished_run):

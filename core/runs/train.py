@@ -9,7 +9,9 @@ silently.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -193,15 +195,43 @@ def train(recipe: Recipe, sources: list, run_dir: Path, registry: Registry | Non
         write_atomic(run_dir / "environment.json", json.dumps(environment_record(), indent=2))
 
     data.drop_last = recipe.trainer.drop_last
-    trainer = make_trainer(recipe, run_dir)
-    trainer.callbacks.extend(callbacks)
-    try:
-        metrics = _fit_and_test(recipe, run_dir, module, data, trainer, ckpt_path)
-    except BaseException:
-        _finish_wandb(trainer, exit_code=1)
-        raise
+    with lightning_notes_hidden():
+        trainer = make_trainer(recipe, run_dir)
+        trainer.callbacks.extend(callbacks)
+        try:
+            metrics = _fit_and_test(recipe, run_dir, module, data, trainer, ckpt_path)
+        except BaseException:
+            _finish_wandb(trainer, exit_code=1)
+            raise
     _finish_wandb(trainer, exit_code=0)
     return metrics
+
+
+NOTES_SHOWN = "MMCORE_LIGHTNING_NOTES"
+"""Environment variable: set to 1 to see Lightning's own notes during a run again."""
+
+
+@contextlib.contextmanager
+def lightning_notes_hidden():
+    """Lightning's info lines during a run (``GPU available: ...``, ``TPU available``, its advert for litlogger,
+    ``Loading train_dataloader to estimate ...``, ``Trainer.fit stopped: max_epochs reached``, the model summary)
+    are left out: mmcore prints the run directory, the progress bar and the metrics. Lightning's warnings stay,
+    except its own deprecation warning about PyTorch's ``LeafSpec``, which names a site-packages file and is no
+    user's to act on. ``MMCORE_LIGHTNING_NOTES=1`` shows them all."""
+    if os.environ.get(NOTES_SHOWN) == "1":
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _fit_and_test(recipe: Recipe, run_dir: Path, module, data, trainer: L.Trainer, ckpt_path) -> dict:
