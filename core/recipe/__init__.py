@@ -14,6 +14,7 @@ A recipe names one component per section and that component's settings::
     [[evaluators]]            # defaults to retrieval + zero_shot + knn
     name = "retrieval"
     [optimizer] / [trainer]   # core settings, see OptimizerSettings and TrainerSettings
+    [logger]                  # optional loggers beside TensorBoard, see LoggerSettings
 
 A recipe with problems raises :class:`RecipeError` with every problem and its TOML path (the CLI exits 2 and
 writes nothing). ``extends = "base.toml"`` (relative to the file that says it) deep-merges tables and replaces
@@ -23,12 +24,12 @@ arrays; a section whose ``name`` changes replaces the base section. ``--set a.b=
 
 from .errors import RecipeError, nearest_hint
 from .files import apply_overrides, parse_override_value, read_recipe_file
-from .schema import ComponentSection, EncoderSection, OptimizerSettings, Recipe, TrainerSettings
+from .schema import ComponentSection, EncoderSection, LoggerSettings, OptimizerSettings, Recipe, TrainerSettings
 from .structure import flatten_errors, load_recipe, make_converter, structure_recipe, toml_keys
 from .writer import dump_toml, recipe_to_dict
 
 __all__ = [
-    "ComponentSection", "EncoderSection", "OptimizerSettings", "Recipe", "RecipeError", "TrainerSettings",
+    "ComponentSection", "EncoderSection", "LoggerSettings", "OptimizerSettings", "Recipe", "RecipeError", "TrainerSettings",
     "apply_overrides", "dump_toml", "flatten_errors", "load_recipe", "make_converter", "nearest_hint",
     "parse_override_value", "read_recipe_file", "recipe_to_dict", "structure_recipe", "toml_keys",
 ]
