@@ -27,6 +27,7 @@ from ..registry import Registry, get_registry
 from ..train.build import assemble
 from ..train.callbacks import DropOrphanBest, InterruptCheckpoint, RandomState
 from ..train.data import resume_position
+from ..train.settings import lightning_logs_at
 from .checkpoints import (CheckpointFiles, load_checkpoint, remove_stale_temporaries,
                           resume_checkpoint)
 from .directory import (MODEL_FILE, check_writable, environment_record, launcher_rank, model_record,
@@ -221,17 +222,9 @@ def lightning_notes_hidden():
     if os.environ.get(NOTES_SHOWN) == "1":
         yield
         return
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in loggers]
-    try:
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    with lightning_logs_at(logging.WARNING), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+        yield
 
 
 def _fit_and_test(recipe: Recipe, run_dir: Path, module, data, trainer: L.Trainer, ckpt_path) -> dict:

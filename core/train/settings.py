@@ -23,20 +23,27 @@ KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 
 
 @contextlib.contextmanager
-def _quiet():
-    """Lightning's notes and warnings of the constructor (``GPU available: ...``) are printed once, by the run's
-    own Trainer, not by this check too."""
+def lightning_logs_at(level: int):
+    """Lightning's loggers (``lightning.pytorch``, ``lightning.fabric``) at ``level`` inside the block, as they
+    were after it."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in loggers]
     try:
         for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+        yield
+    finally:
+        for logger, previous in zip(loggers, levels):
+            logger.setLevel(previous)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Lightning's notes and warnings of the constructor (``GPU available: ...``) are printed once, by the run's
+    own Trainer, not by this check too."""
+    with lightning_logs_at(logging.ERROR), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _construct(settings: dict) -> tuple:
