@@ -314,6 +314,8 @@ def cmd_plugins(args) -> int:
         for kind in KINDS:
             if p.components.get(kind):
                 print(f"  {kind.replace('_', ' ')}: {', '.join(sorted(p.components[kind]))}")
+        if p.commands:
+            print(f"  commands: {', '.join(p.commands)}")
     for (kind, name), dists in sorted(registry.conflicts.items()):
         print(f"CONFLICT: {kind.replace('_', ' ')} {name!r} is provided by {' and '.join(dists)}; it is disabled")
     return 0
@@ -667,6 +669,7 @@ def _plugin_commands(sub) -> None:
             problems.append(str(exc))
         replaced = sorted(name for name, parser in before.items() if sub.choices.get(name) is not parser)
         sub.choices.update({name: before[name] for name in replaced})
+        record.commands = sorted(set(sub.choices) - set(before))
         if replaced:
             problems.insert(0, f"it replaced the command(s) {', '.join(replaced)}, which stay as they were")
         if problems:

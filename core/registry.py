@@ -107,6 +107,7 @@ class PluginRecord:
     location: str = ""
     components: dict = attrs.field(factory=dict)
     error: str | None = None
+    commands: list = attrs.field(factory=list)  # the subcommands its mmcore_commands hook added
 
 
 @attrs.define

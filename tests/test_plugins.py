@@ -88,6 +88,11 @@ def test_plugins_json_and_requirements_output():
     assert builtin["components"]["encoders"] == ["mlp"]
     requirements = run_cli("plugins", "--requirements", check=True).stdout.splitlines()
     assert any(line.startswith("mmcore-imagebind==") for line in requirements)
+    # a plugin that adds only a command (mmcore-canonical: `mmcore align`) shows it, as text and as JSON
+    canonical = next(p for p in data if p["distribution"] == "mmcore-canonical")
+    assert canonical["commands"] == ["align"] and builtin["commands"] == []
+    text = run_cli("plugins", check=True).stdout
+    assert "mmcore-canonical 0.1.0\n  entry point: canonical = mmcore_canonical.plugin\n  commands: align\n" in text
 
 
 def _imports(path: Path) -> set:
