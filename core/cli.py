@@ -499,10 +499,11 @@ def cmd_search(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .use.deploy import check_export_out, export_encoders
+    from .use.deploy import check_export_format, check_export_out, export_encoders
 
     def work() -> int:
-        check_export_out(args.out, args.overwrite)  # before the run is loaded
+        check_export_format(args.format)  # both before the run is loaded
+        check_export_out(args.out, args.overwrite)
         try:
             files = export_encoders(_load_model(args.run_dir), args.format, Path(args.out), args.overwrite)
         except ImportError as exc:

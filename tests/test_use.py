@@ -59,6 +59,18 @@ def test_approximate_index_reports_its_recall_against_exact(trained, cli):
     assert json.loads(out)["recall@10_vs_exact"] == pytest.approx(1.0)  # nprobe = nlist: exhaustive
 
 
+def test_an_export_format_whose_packages_are_missing_names_them_all_before_anything_is_written(trained, cli,
+                                                                                             monkeypatch):
+    import importlib.util
+
+    root, _, _ = trained
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("onnx") else real(name, *a))
+    status, _, err = cli("export", root / "run", "--format", "onnx", "--out", root / "onnx-export")
+    assert status == 2 and "--format onnx needs onnx and onnxscript: pip install onnx onnxscript" in err, err
+    assert not (root / "onnx-export").exists()
+
+
 def test_torchscript_export_runs_without_mmcore_and_matches_encode(trained, cli):
     root, model, _ = trained
     status, _, err = cli("export", root / "run", "--format", "torchscript", "--out", root / "exported")

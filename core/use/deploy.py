@@ -676,16 +676,31 @@ def search_index(index_dir: Path, model, modality: str, queries_path, k: int = 1
 EXPORT_FORMATS = ("torchscript", "onnx", "safetensors")
 
 
+EXPORT_PACKAGES = {"onnx": ("onnx", "onnxscript"), "safetensors": ("safetensors",)}
+"""What each export format needs installed besides torch (torch's ONNX exporter needs onnxscript as well)."""
+
+
+def check_export_format(fmt: str) -> None:
+    """``ValueError`` naming the format's missing packages and the pip line, before anything is loaded or
+    written."""
+    import importlib.util
+
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; use {', '.join(EXPORT_FORMATS)}")
+    missing = [name for name in EXPORT_PACKAGES.get(fmt, ()) if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"--format {fmt} needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+
+
 def export_encoders(model, fmt: str, out: Path, overwrite: bool = False) -> list:
     """Write each encoder (with the final L2 normalisation) so it runs without mmcore.
 
     ``torchscript``: ``<modality>.pt``, load with ``torch.jit.load``. ``onnx``: ``<modality>.onnx`` (needs the
-    ``onnx`` package). ``safetensors``: ``<modality>.safetensors`` weights plus ``<modality>.json`` describing the
+    ``onnx`` and ``onnxscript`` packages). ``safetensors``: ``<modality>.safetensors`` weights plus ``<modality>.json`` describing the
     layers (needs ``safetensors``). A ``manifest.json`` lists input widths and the embedding width. ``out`` and
     ``fmt`` are checked before anything is written (:func:`check_export_out`).
     """
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; use {', '.join(EXPORT_FORMATS)}")
+    check_export_format(fmt)
     check_export_out(out, overwrite)
     manifest = {"run": str(Path(model.run_dir).resolve()), "format": fmt, "dim": model.dim, "encoders": {}}
     with atomic_output(out, directory=True) as tmp:
