@@ -214,27 +214,14 @@ def one_process_problem(recipe) -> str | None:
     """Why a study cannot train this recipe, or None. A study trains its runs one after another in this process;
     a recipe that Lightning would train in several processes (DDP over several devices or nodes) restarts the
     whole command in each of them, so it is refused. Lightning says how many: a bare Trainer with the recipe's
-    accelerator, devices, strategy and num_nodes (nothing written, nothing started)."""
-    import logging
-    import tempfile
-    import warnings
-
-    import lightning as L
+    accelerator, devices, strategy and num_nodes (:func:`mmcore.train.settings.construct_trainer`)."""
+    from ..train.settings import construct_trainer
 
     t = recipe.trainer
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in loggers]
-    try:
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        with tempfile.TemporaryDirectory(prefix="mmcore-study-") as root, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-                                num_nodes=t.num_nodes, logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False, default_root_dir=root)
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    trainer, error = construct_trainer({"accelerator": t.accelerator, "devices": t.devices, "strategy": t.strategy,
+                                        "num_nodes": t.num_nodes})
+    if error is not None:  # the trainer check of the same recipe, right after, names the setting
+        return None
     if trainer.world_size > 1:
         return (f"trainer: {trainer.world_size} processes (devices = {t.devices!r}, num_nodes = {t.num_nodes}); a "
                 "study trains its runs one after another in one process: --set trainer.devices=1 (or run each "

@@ -46,8 +46,9 @@ def _quiet():
         yield
 
 
-def _construct(settings: dict) -> tuple:
-    """``(trainer, None)`` for a bare Trainer with ``settings``, or ``(None, the exception Lightning raises)``."""
+def construct_trainer(settings: dict) -> tuple:
+    """``(trainer, None)`` for a bare Trainer with ``settings`` (Lightning's notes and warnings silenced, nothing
+    written, no process started), or ``(None, the exception Lightning raises)``."""
     import lightning as L
 
     with tempfile.TemporaryDirectory(prefix="mmcore-check-") as root, _quiet():
@@ -113,13 +114,13 @@ def check_trainer(recipe: Recipe) -> None:
     if missing:
         raise RecipeError(missing)
     settings = {key: getattr(t, key) for key in KEYS}
-    trainer, error = _construct(settings)
+    trainer, error = construct_trainer(settings)
     if error is None:
         _check_drop_last(recipe, trainer)
         return
     culprit = KEYS[-1]
     for i, key in enumerate(KEYS):
-        _, failed = _construct({k: settings[k] for k in KEYS[:i + 1]})
+        _, failed = construct_trainer({k: settings[k] for k in KEYS[:i + 1]})
         if failed is not None:
             culprit, error = key, failed
             break
