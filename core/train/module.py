@@ -101,8 +101,11 @@ class BindingModule(L.LightningModule):
             return out
         return out.new_zeros((size, out.shape[1])).index_copy(0, index, out)
 
-    def embed(self, batch: Batch) -> dict:
-        """``{m: [B, d]}`` L2-normalised embeddings; rows of absent samples are zeros (their encoder never ran)."""
+    def embed(self, batch: Batch, chunk: int = 0) -> dict:
+        """``{m: [B, d]}`` L2-normalised embeddings; rows of absent samples are zeros (their encoder never ran).
+        ``chunk > 0``: each encoder runs on at most ``chunk`` rows at a time (:meth:`embed_cached`)."""
+        if chunk:
+            return self.embeddings_of(self.embed_cached(batch, chunk), batch)
         rows = batch.rows or {}
         z = {}
         for m in self.encoders:
@@ -279,8 +282,7 @@ class BindingModule(L.LightningModule):
 
     def test_step(self, data, batch_idx, dataloader_idx: int = 0):
         batch = Batch.from_collated(data)
-        chunk = self.recipe.trainer.embed_chunk
-        z = self.embeddings_of(self.embed_cached(batch, chunk), batch) if chunk else self.embed(batch)
+        z = self.embed(batch, self.recipe.trainer.embed_chunk)
         store = self._collected.setdefault(dataloader_idx, {"z": {}, "present": {}, "labels": [], "ids": []})
         for m in z:
             store["z"].setdefault(m, []).append(z[m].float())
