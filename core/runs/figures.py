@@ -66,7 +66,7 @@ def heatmap_figure(metrics: dict, modalities: list, trained_pairs: frozenset, ti
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_title(title or "Recall@1 (T trained, E emergent)")
     if fig is not None:
-        fig.colorbar(image, ax=ax, fraction=0.046)
+        fig.colorbar(image, ax=ax, fraction=0.046, label="Recall@1")
         fig.tight_layout()
     return fig or ax.figure
 
@@ -85,35 +85,98 @@ def subsample(split, max_points: int = PROJECTOR_POINTS, seed: int = 0):
     return np.concatenate(chunks), np.array(names), (np.concatenate(labels) if labels else None)
 
 
+def principal_components(points: np.ndarray) -> tuple:
+    """PCA of ``points [n, d]`` (n >= 1): ``(coordinates [n, 2], explained [2])``, the first two principal
+    coordinates and the fraction of the total variance each explains (0 when the points do not vary; a space of
+    one dimension gets a zero second coordinate)."""
+    centred = points - points.mean(0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    coordinates = np.zeros((len(points), 2))
+    coordinates[:, :min(2, len(vt))] = centred @ vt[:2].T
+    variance = singular ** 2
+    explained = np.zeros(2)
+    if variance.sum() > 0:
+        explained[:min(2, len(variance))] = variance[:2] / variance.sum()
+    return coordinates, explained
+
+
 def projection_2d(split, max_points: int = PROJECTOR_POINTS, seed: int = 0):
     """PCA of the test embeddings of all modalities in one shared basis.
 
     Returns ``(points [n, 2], modality names [n], labels [n] or None)`` with up to ``max_points`` per modality.
     """
     points, names, labels = subsample(split, max_points, seed)
-    centred = points - points.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    return centred @ vt[:2].T, names, labels
+    return principal_components(points)[0], names, labels
+
+
+LEGEND_CLASSES = 30
+"""Up to this many classes the class panel has a legend naming each; past it, a colour bar of the classes."""
+
+
+def distinct_colours(n: int) -> np.ndarray:
+    """``[n, 4]`` RGBA colours, no two alike: matplotlib's ``tab10`` for up to 10, ``tab20`` for up to 20, else
+    ``n`` steps along the continuous ``turbo`` map (interpolated to exactly ``n`` entries, so that no colour
+    repeats however many there are)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import LinearSegmentedColormap, to_rgba_array
+
+    if n <= 10:
+        return to_rgba_array(colormaps["tab10"].colors[:n])
+    if n <= 20:
+        return to_rgba_array(colormaps["tab20"].colors[:n])
+    return LinearSegmentedColormap.from_list("classes", colormaps["turbo"].colors, N=n)(np.arange(n))
+
+
+def class_name(class_names: tuple, label: int) -> str:
+    """The dataset's name of class ``label``, or the label itself where it has none."""
+    return str(class_names[label]) if 0 <= label < len(class_names) else str(label)
 
 
 def projection_figure(split):
-    """Two panels of the same PCA map: coloured by modality (the modality gap shows) and by class."""
+    """Two panels of the same PCA map (axes: the first two principal components and the variance each explains):
+    coloured by modality (the modality gap shows) and by class, each with its key: a legend of the modalities, and
+    of the classes (their dataset names, else their labels) up to :data:`LEGEND_CLASSES`, a colour bar past it.
+    Colours never repeat (:func:`distinct_colours`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import BoundaryNorm, ListedColormap
 
-    points, names, labels = projection_2d(split)
-    fig, axes = plt.subplots(1, 2 if labels is not None else 1, figsize=(11, 5), squeeze=False)
-    for m in split.modalities:
+    points, names, labels = subsample(split)
+    points, explained = principal_components(points)
+    panels = 2 if labels is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5.2), squeeze=False, layout="constrained")
+    for ax in axes[0]:
+        ax.set_xlabel(f"PC 1 ({explained[0]:.0%} of variance)")
+        ax.set_ylabel(f"PC 2 ({explained[1]:.0%} of variance)")
+    ax = axes[0, 0]
+    for colour, m in zip(distinct_colours(len(split.modalities)), split.modalities):
         keep = names == m
-        axes[0, 0].scatter(points[keep, 0], points[keep, 1], s=4, alpha=0.5, label=m)
-    axes[0, 0].legend(markerscale=3)
-    axes[0, 0].set_title("test embeddings by modality (PCA of the shared space)")
-    if labels is not None:
-        axes[0, 1].scatter(points[:, 0], points[:, 1], s=4, alpha=0.5, c=labels, cmap="tab10")
-        axes[0, 1].set_title("by class")
-    fig.tight_layout()
+        ax.scatter(points[keep, 0], points[keep, 1], s=4, alpha=0.5, color=colour, label=m)
+    ax.legend(title="modality", markerscale=3)
+    ax.set_title("test embeddings by modality (PCA of the shared space)")
+    if labels is None:
+        return fig
+    ax = axes[0, 1]
+    classes = np.unique(labels)
+    colours = distinct_colours(len(classes))
+    if len(classes) <= LEGEND_CLASSES:
+        for colour, k in zip(colours, classes):
+            keep = labels == k
+            ax.scatter(points[keep, 0], points[keep, 1], s=4, alpha=0.5, color=colour,
+                       label=class_name(split.class_names, int(k)))
+        ax.legend(title="class", markerscale=3, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  ncol=1 + (len(classes) - 1) // 15)
+    else:
+        index = np.searchsorted(classes, labels)
+        cmap, norm = ListedColormap(colours), BoundaryNorm(np.arange(len(classes) + 1) - 0.5, len(classes))
+        ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.5, c=index, cmap=cmap, norm=norm)
+        ticks = np.unique(np.linspace(0, len(classes) - 1, 8).round().astype(int))
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, ticks=ticks, label="class")
+        bar.ax.set_yticklabels([class_name(split.class_names, int(classes[i])) for i in ticks])
+    ax.set_title("by class")
     return fig
 
 

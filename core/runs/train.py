@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from ..recipe import Recipe, dump_toml, recipe_to_dict
 from ..registry import Registry, get_registry
 from ..train.build import assemble
-from ..train.callbacks import DropOrphanBest, InterruptCheckpoint, RandomState
+from ..train.callbacks import DropOrphanBest, InterruptCheckpoint, RandomState, RunProgressBar
 from ..train.data import resume_position
 from ..train.settings import lightning_logs_at
 from .checkpoints import (CheckpointFiles, load_checkpoint, remove_stale_temporaries,
@@ -70,7 +70,11 @@ def make_loggers(recipe: Recipe, run_dir: Path) -> list:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     s = recipe.logger
-    loggers = [TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)]
+    tensorboard = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
+    # tb/hparams.yaml: the flattened recipe, as the HParams tab shows it (Lightning writes the file once, at its
+    # first save during training, from the hyperparameters it holds then: `{}` unless given here)
+    tensorboard.log_hyperparams(_flatten(recipe_to_dict(recipe)))
+    loggers = [tensorboard]
     if s.csv:  # csv/version_<n>/: a resumed run writes a new version rather than replacing the first's metrics.csv
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))
     if s.mlflow:
@@ -147,6 +151,8 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
         enable_model_summary=interactive,
     )
     options.update(overrides)
+    if options["enable_progress_bar"]:  # Lightning's own bar shows v_num (the loggers' version: "tb")
+        options["callbacks"] = [*options["callbacks"], RunProgressBar()]
     return L.Trainer(**options)
 
 
@@ -237,6 +243,10 @@ def _fit_and_test(recipe: Recipe, run_dir: Path, module, data, trainer: L.Traine
         # Lightning counts log_every_n_steps over optimizer steps across epochs, so an epoch with fewer batches than
         # the interval still logs every n steps: its warning that the epoch will show no logs does not apply
         warnings.filterwarnings("ignore", message=".*is smaller than the logging interval")
+        if ckpt_path is not None:
+            # a resumed run writes into its own checkpoints/ again: Lightning's note that the folder is not empty
+            # (it names a site-packages line) is expected
+            warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty")
         if ckpt_path is not None and not recipe.trainer.validates:
             # validation switched off on --resume: the checkpoint holds the best-by-val/loss callback's state, and
             # that callback is rightly absent now (the best file written before stays as it is)
@@ -260,12 +270,27 @@ def _fit_and_test(recipe: Recipe, run_dir: Path, module, data, trainer: L.Traine
         if not have_matplotlib():
             print("mmcore: figures skipped (pip install matplotlib to get PNGs)", file=sys.stderr)
         hyperparameters = _flatten(recipe_to_dict(recipe))
-        trainer.logger.log_hyperparams(hyperparameters, metrics={f"test/{k}": v for k, v in metrics.items()})
+        _write_hparams_view(trainer.logger, hyperparameters, [f"test/{k}" for k in metrics], trainer.global_step)
         for logger in trainer.loggers[1:]:  # the [logger] section's: the test metrics were logged by the test loop
             logger.log_hyperparams(hyperparameters)
         for logger in trainer.loggers:
             logger.finalize("success")
     return metrics
+
+
+def _write_hparams_view(tensorboard, hyperparameters: dict, metric_names: list, step: int) -> None:
+    """TensorBoard's HParams view of the run: ``hyperparameters`` (flat) and the names of the scalars that are its
+    metrics, whose values TensorBoard takes from the scalars the test loop logged (once, at the last step:
+    Lightning's ``log_hyperparams(metrics=...)`` would log them all again, at step 0). ``tb/hparams.yaml`` is
+    rewritten with ``hyperparameters``: Lightning writes it only when absent (:func:`make_loggers` gives it the
+    recipe for that first write), and a resumed run's recipe may differ from the one that wrote it."""
+    from lightning.pytorch.core.saving import save_hparams_to_yaml
+    from torch.utils.tensorboard.summary import hparams
+
+    writer = tensorboard.experiment._get_file_writer()  # as Lightning's log_hyperparams does
+    for summary in hparams(hyperparameters, dict.fromkeys(metric_names)):
+        writer.add_summary(summary, step)
+    save_hparams_to_yaml(Path(tensorboard.log_dir) / tensorboard.NAME_HPARAMS_FILE, hyperparameters)
 
 
 def _finish_wandb(trainer: L.Trainer, exit_code: int) -> None:

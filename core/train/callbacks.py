@@ -1,4 +1,5 @@
-"""Lightning callbacks mmcore adds: RNG state in checkpoints, a checkpoint on interruption, stale best files."""
+"""Lightning callbacks mmcore adds: RNG state in checkpoints, a checkpoint on interruption, stale best files, the
+progress bar."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from .module import NonFiniteLoss
 
@@ -69,7 +71,8 @@ class InterruptCheckpoint(L.Callback):
         if isinstance(exception, NonFiniteLoss) or not self.started:  # NaN: the weights may hold the bad step
             return
         try:
-            trainer.save_checkpoint(self.path)
+            # a whole training checkpoint, said explicitly: Lightning would note that it defaults to it
+            trainer.save_checkpoint(self.path, weights_only=False)
         except Exception as exc:  # noqa: BLE001 - the error that stopped the run is the one to report
             print(f"mmcore: warning: could not write {self.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
@@ -103,3 +106,13 @@ class DropOrphanBest(L.Callback):
         if resumed.name.startswith("best-") and resumed.parent == Path(self.best.dirpath).resolve() \
                 and tracked and resumed not in tracked:
             resumed.unlink(missing_ok=True)
+
+
+class RunProgressBar(TQDMProgressBar):
+    """Lightning's tqdm progress bar (the loss, the rate) without ``v_num``: the loggers' version, which for an
+    mmcore run is the name of its TensorBoard folder (``tb``), the same for every run, and tells a user nothing."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics

@@ -103,24 +103,38 @@ def report_out_problem(path: Path, overwrite: bool) -> str | None:
     return None
 
 
+def heatmaps_figure(runs: list):
+    """The Recall@1 heat maps of ``runs`` (each with retrieval metrics) side by side, one panel per run, and their
+    key: one colour bar (every panel uses the same 0-1 scale) and a legend of the marks (``T``, outlined: a trained
+    pair; ``E``: an emergent one). Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs) + 1.0, 5.0), squeeze=False, layout="constrained")
+    for ax, run in zip(axes[0], runs):
+        heatmap_figure(run["metrics"], run["modalities"], run["trained_pairs"], title=run["dir"].name, ax=ax)
+    fig.colorbar(axes[0, 0].images[0], ax=axes[0].tolist(), shrink=0.85, label="Recall@1 (row: query, column: gallery)")
+    fig.legend(handles=[Patch(facecolor="none", edgecolor="red", linewidth=2, label="T: trained pair"),
+                        Patch(facecolor="none", edgecolor="none", label="E: emergent pair")],
+               loc="outside lower center", ncol=2, frameon=False)
+    return fig
+
+
 def side_by_side_heatmaps(runs: list, path: Path) -> Path | None:
-    """The Recall@1 heat maps of the runs that have retrieval metrics (:func:`has_retrieval`) in one figure, of the
-    type of ``path``'s suffix (:data:`REPORT_FORMATS`), written atomically (a failure leaves ``path`` as it was);
-    ``None`` without matplotlib or when no run has them."""
+    """:func:`heatmaps_figure` of the runs that have retrieval metrics (:func:`has_retrieval`), of the type of
+    ``path``'s suffix (:data:`REPORT_FORMATS`), written atomically (a failure leaves ``path`` as it was); ``None``
+    without matplotlib or when no run has them."""
     from ..files import atomic_output
 
     runs = [run for run in runs if has_retrieval(run["metrics"], run["modalities"])]
     if not runs or not have_matplotlib():
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 4.4), squeeze=False)
-    for ax, run in zip(axes[0], runs):
-        heatmap_figure(run["metrics"], run["modalities"], run["trained_pairs"], title=run["dir"].name, ax=ax)
-    fig.tight_layout()
+    fig = heatmaps_figure(runs)
     try:
         with atomic_output(path, suffix=path.suffix) as tmp:
             fig.savefig(tmp, dpi=110, format=path.suffix.lower().lstrip("."))
