@@ -200,3 +200,24 @@ def test_wandb_logger_runs_offline_inside_the_run_and_is_finished_for_the_next_r
     run_recipe(tiny_recipe(trainer={"max_epochs": 1, "checkpoint": "none"}, logger={"wandb": True}), run)
     assert len(list((run / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
     assert wandb.run is None  # the next run of this process (a study's) gets its own
+
+
+def test_logger_figures_false_leaves_out_the_pictures_and_the_projector_only(tmp_path):
+    """[logger] figures = false: no PNGs, no TensorBoard images, no projector; the metrics and scalars as always."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def written(run):
+        acc = EventAccumulator(str(run / "tb"))
+        acc.Reload()
+        return {"images": acc.Tags()["images"], "scalars": acc.Tags()["scalars"],
+                "pngs": sorted(p.name for p in run.glob("*.png")),
+                "projector": any((run / "tb").rglob("projector_config.pbtxt"))}
+
+    settings = {"max_epochs": 1, "val_every_n_epochs": 0, "checkpoint": "none"}
+    run_recipe(tiny_recipe(trainer=settings), tmp_path / "with")
+    run_recipe(tiny_recipe(trainer=settings, logger={"figures": False}), tmp_path / "without")
+    on, off = written(tmp_path / "with"), written(tmp_path / "without")
+    assert on["pngs"] == ["embeddings_2d.png", "recall_heatmap.png"] and on["images"] and on["projector"]
+    assert off["pngs"] == [] and off["images"] == [] and not off["projector"]
+    assert off["scalars"] == on["scalars"]
+    assert (tmp_path / "without" / "metrics.json").exists()

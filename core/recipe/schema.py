@@ -212,11 +212,16 @@ class LoggerSettings:
     a new version for each ``--resume``), ``mlflow`` (a local file store ``mlflow/``, ``mlflow ui
     --backend-store-uri file:RUN_DIR/mlflow``; needs ``pip install mlflow-skinny``), ``wandb`` (offline mode,
     ``wandb/``, ``wandb sync`` uploads it later; needs ``pip install wandb``). The recipe name is the MLflow
-    experiment and the W&B project, the run directory's name the run's."""
+    experiment and the W&B project, the run directory's name the run's.
+
+    ``figures = false`` leaves out the pictures (``recall_heatmap.png``, ``embeddings_2d.png``, their TensorBoard
+    images and the embedding projector; about 2 s a run on a CPU, which a sweep of many small runs need not
+    pay); the metrics, scalars and HParams view are written as always."""
 
     csv: bool = False
     mlflow: bool = False
     wandb: bool = False
+    figures: bool = True
 
 
 def _default_loss() -> dict:

@@ -265,9 +265,10 @@ def _fit_and_test(recipe: Recipe, run_dir: Path, module, data, trainer: L.Traine
         pairs = {"trained": sorted(sorted(p) for p in module.trained_pairs),
                  "observed": sorted(sorted(p) for p in module.observed_pairs)}
         write_atomic(run_dir / "pairs.json", json.dumps(pairs, indent=2))
-        write_run_pictures(run_dir, module.test_split, metrics, trainer.logger.experiment, trainer.global_step,
-                           module.summary_metrics)
-        if not have_matplotlib():
+        if recipe.logger.figures:
+            write_run_pictures(run_dir, module.test_split, metrics, trainer.logger.experiment, trainer.global_step,
+                               module.summary_metrics)
+        if recipe.logger.figures and not have_matplotlib():
             print("mmcore: figures skipped (pip install matplotlib to get PNGs)", file=sys.stderr)
         hyperparameters = _flatten(recipe_to_dict(recipe))
         _write_hparams_view(trainer.logger, hyperparameters, [f"test/{k}" for k in metrics], trainer.global_step)

@@ -183,13 +183,41 @@ class BindingModule(L.LightningModule):
         if stage == "train" and not self._check_finite(losses):
             return None
         total = torch.stack(list(losses.values())).sum()
-        on_step = stage == "train"
-        size = batch.size
-        self.log_dict({f"{stage}/loss/{k}": v.detach() for k, v in losses.items()}, on_step=on_step,
-                      on_epoch=not on_step, batch_size=size, sync_dist=not on_step)
-        self.log(f"{stage}/loss", total.detach(), on_step=on_step, on_epoch=not on_step, prog_bar=True,
-                 batch_size=size, sync_dist=not on_step)
-        return finish(total) if stage == "train" else total
+        if stage == "train":
+            self._log_train_step(losses, total, batch.size)
+            return finish(total)
+        self.log_dict({f"{stage}/loss/{k}": v.detach() for k, v in losses.items()}, on_epoch=True,
+                      batch_size=batch.size, sync_dist=True)
+        self.log(f"{stage}/loss", total.detach(), on_epoch=True, prog_bar=True, batch_size=batch.size, sync_dist=True)
+        return total
+
+    def logs_this_step(self) -> bool:
+        """Whether the training step now running is one whose step-level values reach the loggers (every
+        ``trainer.log_every_n_steps``-th, and the last): Lightning writes only those, so values logged on other
+        steps would be stored and dropped, at about a millisecond each. True outside a Trainer."""
+        connector = getattr(getattr(self, "_trainer", None), "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
+
+    def _log_train_step(self, losses: dict, total: torch.Tensor, size: int) -> None:
+        """The step-level scalars: ``train/loss`` (and on the progress bar), each term's ``train/loss/<term>``, the
+        temperatures and ``train/lr``, on logging steps only (:meth:`logs_this_step`); between them only
+        ``train/loss``, and only when a progress bar shows it. All are device tensors: no host sync."""
+        shown = self._trainer is not None and self.trainer.progress_bar_callback is not None
+        if not self.logs_this_step():
+            if shown:
+                self.log("train/loss", total.detach(), on_step=True, on_epoch=False, prog_bar=True, logger=False,
+                         batch_size=size)
+            return
+        self.log("train/loss", total.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
+        scalars = {f"train/loss/{k}": v.detach() for k, v in losses.items()}
+        if isinstance(getattr(self.loss, "logit_scale", None), torch.Tensor):
+            scalars["train/temperature"] = 1.0 / self.loss.logit_scale.detach()
+        for name, own in getattr(self.loss, "per_term", {}).items():
+            scalars[f"train/temperature/{name}"] = 1.0 / own.logit_scale.detach()
+        # a device tensor made by a fill kernel: logging the float would copy it host->device, a sync every step
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        scalars["train/lr"] = torch.full((), lr, device=total.device)
+        self.log_dict(scalars, on_step=True, on_epoch=False, batch_size=size)
 
     def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
         """Lightning clears gradients between ``training_step`` and the backward; the cached step has already
@@ -257,20 +285,13 @@ class BindingModule(L.LightningModule):
                 optimizer.zero_grad()
         if data.get("skipped"):
             self.skipped_samples += int(data["skipped"])  # this rank's count; logged at each epoch's end
-        total = self._step(data, "train")
-        if total is None:
-            return None
-        if isinstance(getattr(self.loss, "logit_scale", None), torch.Tensor):
-            self.log("train/temperature", 1.0 / self.loss.logit_scale.detach(), on_step=True, batch_size=1)
-        for name, own in getattr(self.loss, "per_term", {}).items():
-            self.log(f"train/temperature/{name}", 1.0 / own.logit_scale.detach(), on_step=True, batch_size=1)
-        # a device tensor made by a fill kernel: logging the float would copy it host->device, a sync every step
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log("train/lr", torch.full((), lr, device=total.device), on_step=True, batch_size=1)
-        return total
+        return self._step(data, "train")
 
     def on_train_epoch_end(self):
-        """``train/skipped_samples``: media cells the dataset dropped as undecodable so far, summed over ranks."""
+        """``train/skipped_samples``: media cells the dataset dropped as undecodable so far, summed over ranks;
+        only for data with raw media (nothing else skips, and the cross-rank sum costs every epoch)."""
+        if not any(getattr(spec, "media", "") for spec in self.inputs.values()):
+            return
         self.log("train/skipped_samples", float(self.skipped_samples), on_epoch=True, reduce_fx="sum",
                  sync_dist=True, batch_size=1)
 
@@ -378,10 +399,12 @@ class BindingModule(L.LightningModule):
         settings = self.recipe.optimizer
         groups = self.parameter_groups()
         if settings.name == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9)
+            optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=0.9, foreach=True)
         else:
             cls = torch.optim.AdamW if settings.name == "adamw" else torch.optim.Adam
-            optimizer = cls(groups, lr=settings.lr, betas=settings.betas, eps=settings.eps)
+            # foreach: one kernel per operation over all tensors, the same numbers as the per-tensor loop that
+            # torch picks on the CPU (each group of many small tensors paid ~10 Python-level ops per tensor)
+            optimizer = cls(groups, lr=settings.lr, betas=settings.betas, eps=settings.eps, foreach=True)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = settings.warmup_steps
 
