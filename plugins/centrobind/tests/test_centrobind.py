@@ -1,5 +1,6 @@
-"""CentroBind (plugins/centrobind): the centroid anchor against a hand computation, and its behaviour on
-synthetic data with a weak and a strong anchor modality, over several seeds."""
+"""CentroBind (plugins/centrobind): the centroid anchor against a hand computation, and one short run with a weak
+anchor modality (the non-anchor pair aligned, no collapse; the claims against the fixed anchor are measured in
+benchmarks/methods.py)."""
 
 import math
 from pathlib import Path
@@ -194,72 +195,33 @@ def test_bad_settings_are_reported_against_the_recipe():
     assert status == 2 and "anchor" in err and "weights" in err
 
 
-# ------------------------------------------------------------------------- behaviour (paper claim), measured
+# ------------------------------------------------------------------------- behaviour: one short run
 
-# plugins/centrobind/experiments/weak_anchor.py --small, seeds 0 1 2, run in one subprocess so that torch and
-# numpy get one thread each (on a shared 2-core CPU a multi-threaded BLAS oversubscribes and a run takes 10x
-# longer). Weak: image noise 2.5 (recipes/centrobind_weak_anchor.toml); strong: image noise 0.3
-# (recipes/centrobind_strong_anchor.toml). Methods: fixed anchor = image ("imagebind"), CentroBind with the plugin
-# defaults ("centrobind") and with leave_one_out = true ("centrobind-loo").
-EXPERIMENT = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("weak_anchor", sys.argv[1])
-w = importlib.util.module_from_spec(spec); spec.loader.exec_module(w)
-seeds = [0, 1, 2]
-weak = w.measure(seeds, ["weak"], ["imagebind", "centrobind", "centrobind-loo"], w.SMALL)
-strong = w.measure(seeds, ["strong"], ["imagebind", "centrobind-loo"], w.SMALL)
-print(json.dumps({**weak, **strong}))
-"""
+SHORT = ["dataset.train_size=1000", "dataset.val_size=100", "dataset.test_size=300", "trainer.max_epochs=4",
+         "trainer.batch_size=128", 'evaluators=[{name="retrieval"},{name="knn"}]']
+"""recipes/centrobind_weak_anchor.toml (image noise 2.5, leave_one_out = true) shrunk to a few seconds. The
+paper's claims (the centroid beats a weak fixed anchor on the non-anchor pair and kNN, is no worse with a strong
+one) are differences between methods over seeds: benchmarks/methods.py measures them with paired 95% intervals
+(benchmarks/RESULTS.md); plugins/centrobind/experiments/weak_anchor.py holds the ablations."""
 
 
-@pytest.fixture(scope="module")
-def measured():
+def test_a_short_weak_anchor_run_aligns_the_non_anchor_pair_without_collapsing(tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
 
+    import torch
 
-    script = ROOT / "plugins" / "centrobind" / "experiments" / "weak_anchor.py"
-    env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", EXPERIMENT, str(script)], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def paired_gain(results, condition, method, column):
-    """Per-seed ``method - imagebind`` of one column, then its mean over seeds."""
-    rows, base = results[condition][method], results[condition]["imagebind"]
-    gains = [r[column] - b[column] for r, b in zip(rows, base)]
-    return sum(gains) / len(gains), gains
-
-
-def test_weak_anchor_centroid_beats_the_fixed_anchor_on_the_non_anchor_pair_and_knn(measured):
-    # measured (README table, --small): text-audio R@1 imagebind 0.064 +- 0.016, centrobind-loo 0.359 +- 0.029;
-    # paired gain +0.295 +- 0.025 (std over seeds)
-    gain, gains = paired_gain(measured, "weak", "centrobind-loo", "text-audio R@1")
-    assert gain > 0.15 and min(gains) > 0.1, gains
-    # kNN of the non-anchor modalities: text +0.070 +- 0.007, audio +0.055 +- 0.024; mean of all three
-    # +0.043 +- 0.009 (the weak image itself: +0.004 +- 0.014, no claim)
-    for column in ("knn text", "knn audio"):
-        gain, gains = paired_gain(measured, "weak", "centrobind-loo", column)
-        assert gain > 0.03, (column, gains)
-    gain, gains = paired_gain(measured, "weak", "centrobind-loo", "knn mean")
-    assert gain > 0.02, gains
-    # the plugin defaults (own modality inside its centroid) also tie text and audio together: +0.106 +- 0.028 ...
-    gain, gains = paired_gain(measured, "weak", "centrobind", "text-audio R@1")
-    assert gain > 0.04, gains
-    # ... but keep less class information than the fixed anchor (knn mean -0.034 +- 0.021): see the README
-
-
-def test_strong_anchor_centroid_is_no_worse_than_the_fixed_anchor(measured):
-    # measured (--small): knn mean +0.004 +- 0.002; image-text R@1 -0.014 +- 0.010, image-audio -0.015 +- 0.008,
-    # text-audio +0.092 +- 0.004
-    gain, gains = paired_gain(measured, "strong", "centrobind-loo", "knn mean")
-    assert gain > -0.02, gains
-    for column in ("image-text R@1", "image-audio R@1"):
-        gain, gains = paired_gain(measured, "strong", "centrobind-loo", column)
-        assert gain > -0.04, (column, gains)
-    gain, gains = paired_gain(measured, "strong", "centrobind-loo", "text-audio R@1")
-    assert gain > 0.0, gains
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster, and no oversubscription on a shared machine
+    try:
+        status, _, err = cli("run", RECIPES / "centrobind_weak_anchor.toml", "--out", tmp_path / "run",
+                             *[x for item in SHORT for x in ("--set", item)])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0, err[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    chance = 1 / 300  # Recall@1 of a random ranking over the 300 test samples
+    # measured (seed 0, 2-core CPU): text->audio 0.163, audio->text 0.157; the fixed image anchor on the same run
+    # 0.010 / 0.020 (its text-audio pair is only emergent through the noisy image)
+    assert min(metrics["retrieval/text->audio/R@1"], metrics["retrieval/audio->text/R@1"]) > 10 * chance, metrics
+    # not collapsed: kNN of the clean modalities (chance 0.1): measured text 0.47, audio 0.57
+    assert min(metrics["knn/text/acc"], metrics["knn/audio/acc"]) > 0.3, metrics

@@ -1,10 +1,9 @@
 """EmergentBridge (plugins/emergentbridge): projector math, orthogonality of the proxy gradient in both variants,
-no gradient into the mapper from the new modality, settings, and the sparse-pairing behaviour against the fixed
-anchor. Hand computations are plain Python (lists, math.exp), independent of the plugin's torch code."""
+no gradient into the mapper from the new modality, settings, and one short run (the mapper trained, every pair far
+above chance; the claim against the fixed anchor is measured in benchmarks/methods.py). Hand computations are
+plain Python (lists, math.exp), independent of the plugin's torch code."""
 
-import contextlib
 import functools
-import io
 import json
 import math
 import random
@@ -276,58 +275,34 @@ def test_bad_settings_are_recipe_errors(overrides, message):
 # ------------------------------------------------------------------------------------------ behaviour
 
 
-SMALL = ["dataset.train_size=2000", "dataset.val_size=200", "dataset.test_size=500",
-         "trainer.batch_size=128", 'evaluators=[{name="retrieval"},{name="prototypes"}]']
-"""recipes/emergentbridge.toml (linear text tower, anchor image, pairs image-text and image-audio) at a test size."""
-SEEDS = (0, 1, 2)
-METHODS = {
-    "fixed anchor": ["anchor.name=imagebind", "anchor.anchor=image"],
-    "loss": [],  # the recipe: projection = "loss", lambda = 0.1, sigma = 0.1
-    "gradient": ['anchor.projection="gradient"', "anchor.lambda=0.25"],
-}
-UNPAIRED = ("text->audio", "audio->text")
-ANCHOR_PAIRS = ("image->text", "text->image", "image->audio", "audio->image")
+SHORT = ["dataset.train_size=1000", "dataset.val_size=100", "dataset.test_size=300", "trainer.max_epochs=4",
+         "trainer.batch_size=128", 'evaluators=[{name="retrieval"}]']
+"""recipes/emergentbridge.toml (linear text tower, anchor image, pairs image-text and image-audio) shrunk to a
+few seconds. The claim, that the bridge lifts the unpaired pair over the fixed anchor and keeps the anchor pairs,
+is a difference of about one R@1 point: it is measured over seeds with paired 95% intervals by
+benchmarks/methods.py (benchmarks/RESULTS.md), not asserted here."""
 
 
-def recall_at_1(metrics, pairs):
-    return 100 * sum(metrics[f"retrieval/{p}/R@1"] for p in pairs) / len(pairs)
-
-
-@pytest.fixture(scope="module")
-def sparse_pairing_runs(tmp_path_factory):
-    """{method: [(anchor R@1, unpaired R@1) per seed]} in points, from real in-process runs."""
-    from mmcore.cli import main
-
+def test_a_short_run_trains_the_mapper_and_aligns_every_pair(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is faster, and no oversubscription on a shared machine
-    results = {}
     try:
-        for method, overrides in METHODS.items():
-            for seed in SEEDS:
-                out = tmp_path_factory.mktemp("eb") / f"{method}-{seed}".replace(" ", "_")
-                args = ["run", str(RECIPES / "emergentbridge.toml"), "--out", str(out)]
-                for item in SMALL + [f"seed={seed}", f"dataset.seed={seed}"] + overrides:
-                    args += ["--set", item]
-                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                    assert main(args) == 0
-                metrics = json.loads((out / "metrics.json").read_text())
-                results.setdefault(method, []).append(
-                    (recall_at_1(metrics, ANCHOR_PAIRS), recall_at_1(metrics, UNPAIRED)))
+        status, _, err = cli("run", RECIPES / "emergentbridge.toml", "--out", tmp_path / "run",
+                             *[x for item in SHORT for x in ("--set", item)])
+        assert status == 0, err[-3000:]
+        metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+        chance = 1 / 300  # Recall@1 of a random ranking over the 300 test samples
+        # measured (seed 0, 2-core CPU): anchor pairs 0.152, text<->audio (never observed together) 0.042
+        assert metrics["retrieval/trained/R@1"] > 15 * chance, metrics
+        assert metrics["retrieval/emergent/R@1"] > 4 * chance, metrics
+        # the mapper g(z_image) retrieves the held-out sample's z_text: measured R@1 0.117 (seeds 0/1: 0.117/0.140),
+        # an untrained mapper 0.000-0.003
+        model = mmcore.load(tmp_path / "run")
+        split = model.embed_split("test")
+        z_a, z_b = torch.from_numpy(split.z[A]), torch.from_numpy(split.z[B])
+        with torch.no_grad():
+            predicted = model.module.strategy.mapper(z_a)
+        mapper_r1 = float(((predicted @ z_b.T).argmax(1) == torch.arange(len(z_b))).float().mean())
+        assert mapper_r1 > 10 * chance, mapper_r1
     finally:
         torch.set_num_threads(threads)
-    return results
-
-
-@pytest.mark.parametrize("method", ["loss", "gradient"])
-def test_bridge_lifts_the_unpaired_pair_and_keeps_the_anchor_pairs(sparse_pairing_runs, method):
-    # Measured with plugins/emergentbridge/experiments/sparse_pairing.py at this size, seeds 0-7 (points of R@1,
-    # EmergentBridge - fixed anchor, paired by seed, mean +- std over seeds):
-    #   loss (lambda 0.1):      unpaired (text<->audio) +1.55 +- 0.83 (every seed > 0), anchor pairs -0.03 +- 0.41
-    #   gradient (lambda 0.25): unpaired +1.56 +- 1.11,                               anchor pairs -0.02 +- 0.43
-    # A 3-seed mean has a standard error of 0.48 / 0.64 points (unpaired) and 0.25 (anchor): the 0.3-point bar sits
-    # 2.6 / 2.0 standard errors below the measured lift, the 1-point anchor band 4 standard errors away.
-    base, bridged = sparse_pairing_runs["fixed anchor"], sparse_pairing_runs[method]
-    delta_anchor = sum(b[0] - f[0] for b, f in zip(bridged, base)) / len(SEEDS)
-    delta_unpaired = sum(b[1] - f[1] for b, f in zip(bridged, base)) / len(SEEDS)
-    assert delta_unpaired > 0.3, (delta_unpaired, base, bridged)
-    assert abs(delta_anchor) < 1.0, (delta_anchor, base, bridged)

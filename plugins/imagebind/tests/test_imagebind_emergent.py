@@ -3,22 +3,33 @@
 import json
 from pathlib import Path
 
-from mmcore.testing import run_cli
+from mmcore.testing import cli
 
 ROOT = Path(__file__).resolve().parents[3]  # the repository; its recipes/ are first-party
 RECIPES = ROOT / "recipes"
 
+SHORT = ["dataset.train_size=2000", "dataset.val_size=100", "dataset.test_size=300", "trainer.max_epochs=4",
+         "trainer.batch_size=128", 'evaluators=[{name="retrieval"}]']
+"""recipes/imagebind.toml shrunk to a few seconds (the recipe as written: benchmarks/methods.py)."""
 
 
 def test_fixed_anchor_gives_emergent_alignment_far_above_chance(tmp_path):
-    # recipes/imagebind.toml as written: anchor image; text-image and audio-image trained; text-audio never.
-    run_cli("run", RECIPES / "imagebind.toml", "--out", tmp_path / "run", check=True)
+    import torch
+
+    # recipes/imagebind.toml: anchor image; text-image and audio-image trained; text-audio never.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster, and no oversubscription on a shared machine
+    try:
+        status, _, err = cli("run", RECIPES / "imagebind.toml", "--out", tmp_path / "run",
+                             *[x for item in SHORT for x in ("--set", item)])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0, err[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    test_size = 1000
-    chance = 1 / test_size  # Recall@1 of a random ranking over the test gallery: 0.001
+    chance = 1 / 300  # Recall@1 of a random ranking over the 300 test samples
     emergent = [metrics["retrieval/text->audio/R@1"], metrics["retrieval/audio->text/R@1"]]
-    # measured: text->audio 0.178, audio->text 0.184 (seed 0, 2-core CPU); trained pairs about 0.30
-    assert min(emergent) > 50 * chance, emergent
+    # measured: text->audio 0.193, audio->text 0.187 (seed 0, 2-core CPU); trained pairs 0.302
+    assert min(emergent) > 15 * chance, emergent
     assert metrics["retrieval/emergent/R@1"] == sum(emergent) / 2
     # the emergent pair is weaker than the trained pairs, as ImageBind reports
     assert metrics["retrieval/emergent/R@1"] < metrics["retrieval/trained/R@1"]
