@@ -14,9 +14,9 @@ of a setting (:data:`SETTINGS`) is its baseline:
 
 Every row is one study of mmcore (``mmcore run RECIPE --seeds ... --set ...``, :mod:`mmcore.runs.study`, in this
 process): one run per seed in its own run directory, the dataset built once. ``--seeds`` sets the recipe's
-``seed`` (initialisation, batch order); the data is the recipe's ``dataset.seed`` for every seed (the same
-synthetic draw, the same mfeat split), so the differences between methods are paired on identical data. Runs go to
-a temporary directory.
+``seed`` (initialisation, batch order) and, through ``--seed-key dataset.seed``, the data's seed (a fresh synthetic
+draw, another mfeat split), so each seed is a new sample of the whole setting; the methods of a setting see the same
+data for the same seed, so their differences are paired by seed. Runs go to a temporary directory.
 
 Table 1, mean ± std over seeds (sample std) of: Recall@1 on the pairs each claim is about ("claim pairs": the
 non-anchor pairs for the anchor settings, the query against each target modality's own pool for the mixed-target
@@ -206,8 +206,8 @@ def run_setting(recipe: str, overrides: list, seeds: list, out: Path, claim: Cla
     RuntimeError (with the study's messages) when it does not finish."""
     from mmcore.cli import main
 
-    args = ["run", str(ROOT / "recipes" / recipe), "--seeds", ",".join(map(str, seeds)), "--all-metrics",
-            "--out", str(out)]
+    args = ["run", str(ROOT / "recipes" / recipe), "--seeds", ",".join(map(str, seeds)), "--seed-key", "dataset.seed",
+            "--all-metrics", "--out", str(out)]
     for item in [*overrides, EVALUATORS, "trainer.accelerator=auto"]:
         args += ["--set", item]
     log = io.StringIO()
@@ -322,8 +322,8 @@ def main(argv=None) -> int:
                + (f" --only {args.only}" if args.only else "") + (" --large" if args.large else ""))
     body = [START, "## Methods (synthetic data and UCI Multiple Features)", "",
             f"Regenerate: `{command}` ({len(seeds)} seeds: {','.join(map(str, seeds))}; {minutes:.1f} min on "
-            f"{machine()}, {args.threads} torch thread(s)). Each row is one `mmcore run RECIPE --seeds ...` study; a seed sets the model's seed "
-            "(initialisation, batch order), the data is the recipe's (`dataset.seed`) for every seed.",
+            f"{machine()}, {args.threads} torch thread(s)). Each row is one "
+            "`mmcore run RECIPE --seeds ... --seed-key dataset.seed` study: a seed sets the model's seed (initialisation, batch order) and the data's (`dataset.seed`).",
             "Each setting compares methods with its baseline (its first row) on the same data, pairing and seeds. "
             "\"R@1 claim pairs\": non-anchor pairs for the anchor settings, query -> each target modality's own pool "
             "for the mixed-target task; \"anchor pairs\": the pairs with the anchor; \"trained\"/\"emergent\": pairs "

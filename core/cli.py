@@ -35,6 +35,8 @@ def cmd_run(args) -> int:
     new run has started) and, for ``--resume``, the changes ``--set`` makes and the checkpoint to continue from."""
     if args.seeds is not None or args.sweep:
         return cmd_study(args)
+    if args.seed_key:
+        return _error(f"--seed-key {args.seed_key[0]} gives each run's seed to that key: it needs --seeds")
     from .recipe import RecipeError, load_recipe, recipe_to_dict
     from .runs.directory import (RunDirectoryError, check_replaceable, launcher_rank, lock_run_dir, make_run_dir,
                                  refused_resume_changes, restore, set_aside, unlock_run_dir)
@@ -162,7 +164,7 @@ def cmd_study(args) -> int:
                       "choose a fresh --out")
     try:
         seeds = study.parse_seeds(args.seeds) if args.seeds is not None else None
-        runs = study.plan_study(seeds, [study.parse_sweep(item) for item in args.sweep], args.set)
+        runs = study.plan_study(seeds, [study.parse_sweep(item) for item in args.sweep], args.set, args.seed_key)
         if args.out is not None:
             study.check_study_out(args.out)
     except study.StudyError as exc:
@@ -569,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a study: one run per seed (e.g. --seeds 0,1,2) in one process, each in its own run "
                         "directory of the study directory (--out DIR, default <output_dir>/<recipe name>-study-<n>), "
                         "then the mean +- std of each summary metric, also in summary.json and summary.md")
+    p.add_argument("--seed-key", action="append", default=[], metavar="KEY",
+                   help="with --seeds: also set KEY to each run's seed, e.g. --seed-key dataset.seed for a fresh "
+                        "data draw or split per seed (repeatable)")
     p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="a study over recipe values, e.g. --sweep optimizer.lr=1e-3,3e-3 (values as for --set; "
                         "repeatable: the cross product; with --seeds, every setting with every seed)")

@@ -3,6 +3,7 @@ one process, each run in its own directory of the study, and writes the mean +- 
 of a study is the separate ``mmcore run`` with the same settings; bad ``--seeds``/``--sweep`` write nothing."""
 
 import json
+import tomllib
 import statistics
 
 import pytest
@@ -113,6 +114,10 @@ def test_a_run_of_a_study_equals_the_separate_mmcore_run_with_its_settings(study
     (["--seeds", "0,1", "--sweep", "loss.temperature=0.07,-1"], "study run loss.temperature=-1-seed-0: invalid"),
     (["--sweep", "trainer.max_epochs=1,2"], "--sweep trainer.max_epochs and --set trainer.max_epochs both set it"),
     (["--seeds", "0", "--set", "seed=1"], "--seeds and --set seed both set the seed"),
+    (["--seed-key", "dataset.seed"], "--seed-key dataset.seed gives each run's seed to that key: it needs --seeds"),
+    (["--seeds", "0,1", "--seed-key", "dataset.seed", "--set", "dataset.seed=3"],
+     "--seed-key dataset.seed and --set dataset.seed both set it"),
+    (["--seeds", "0,1", "--seed-key", "dataset.sed"], "study run seed-0: invalid recipe"),
     (["--seeds", "0,1", "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2"],
      "trainer: 2 processes (devices = 2, num_nodes = 1); a study trains its runs one after another in one process"),
 ])
@@ -206,3 +211,19 @@ def test_sweep_values_split_outside_brackets_and_quotes_and_run_names_stay_disti
                          "encoders.image.hidden=_64_-dataset.path=a_b-seed-0-2",
                          "encoders.image.hidden=_64_-dataset.path=a_b-seed-1-2"]
     assert runs[2].overrides == ("encoders.image.hidden=[64]", "dataset.path=a_b", "seed=0")
+
+
+def test_seed_key_gives_each_run_its_seed_in_that_key_too(tmp_path):
+    """--seed-key dataset.seed: each run draws its own data (the synthetic generator's seed), named as before."""
+    from mmcore.runs.study import plan_study
+
+    runs = plan_study((3, 4), [], [], ("dataset.seed",))
+    assert [run.name for run in runs] == ["seed-3", "seed-4"]
+    assert [run.overrides for run in runs] == [("seed=3", "dataset.seed=3"), ("seed=4", "dataset.seed=4")]
+    out = tmp_path / "study"
+    status, _, err = in_process_cli("run", RECIPE, *set_args(TINY), "--set", "trainer.max_epochs=1",
+                                    "--seeds", "3,4", "--seed-key", "dataset.seed", "--out", out, cwd=tmp_path)
+    assert status == 0, err
+    for seed in (3, 4):
+        recorded = tomllib.loads((out / f"seed-{seed}" / "recipe.toml").read_text())
+        assert recorded["seed"] == seed and recorded["dataset"]["seed"] == seed

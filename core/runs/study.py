@@ -144,12 +144,14 @@ def _clean(name: str) -> str:
     return "_" + name[1:] if name.startswith(".") else name
 
 
-def plan_study(seeds: tuple | None, sweeps: list, sets: list = ()) -> list:
+def plan_study(seeds: tuple | None, sweeps: list, sets: list = (), seed_keys: tuple = ()) -> list:
     """The runs of a study, sweep settings in the order given (the last ``--sweep`` varying fastest), every
     setting with every seed in the order given. ``seeds``: from :func:`parse_seeds`, or None for the recipe's
-    own seed. Refused (:class:`StudyError`): a key swept twice, swept and also ``--set``, ``seed`` swept
-    (``--seeds`` is for that), ``--seeds`` with ``--set seed=...``. Run names are distinct: a clash after cleaning
-    (``a/b`` and ``a_b``) or a cut name gets ``-<k>`` added."""
+    own seed. ``seed_keys`` (``--seed-key``): recipe keys that also get each run's seed, e.g. ``dataset.seed`` for
+    a fresh data draw (or split) per seed; ``seed`` itself always does. Refused (:class:`StudyError`): a key swept
+    twice, swept and also ``--set``, ``seed`` swept (``--seeds`` is for that), ``--seeds`` with ``--set seed=...``,
+    a seed key without ``--seeds``, swept or ``--set``. Run names are distinct: a clash after cleaning (``a/b`` and
+    ``a_b``) or a cut name gets ``-<k>`` added."""
     import itertools
 
     keys = [s.key for s in sweeps]
@@ -163,6 +165,13 @@ def plan_study(seeds: tuple | None, sweeps: list, sets: list = ()) -> list:
         raise StudyError("--sweep seed: use --seeds 0,1,2 for seeds (the summary averages over them)")
     if seeds is not None and "seed" in _set_keys(sets):
         raise StudyError("--seeds and --set seed both set the seed; drop one")
+    seed_keys = tuple(dict.fromkeys(k.strip() for k in seed_keys if k.strip() != "seed"))
+    if seed_keys and seeds is None:
+        raise StudyError(f"--seed-key {seed_keys[0]} gives each run's seed to that key: it needs --seeds")
+    for key in seed_keys:
+        if key in keys or key in _set_keys(sets):
+            how = "--sweep" if key in keys else "--set"
+            raise StudyError(f"--seed-key {key} and {how} {key} both set it; drop one")
     runs, names = [], set()
     for combination in itertools.product(*[list(zip(s.texts, s.values)) for s in sweeps]):
         parts = [_name_part(s.key, text, value) for s, (text, value) in zip(sweeps, combination)]
@@ -176,8 +185,8 @@ def plan_study(seeds: tuple | None, sweeps: list, sets: list = ()) -> list:
                 k += 1
                 name = f"{base}-{k}"
             names.add(name)
-            runs.append(StudyRun(name, setting, seed,
-                                 tuple(overrides + ([f"seed={seed}"] if seed is not None else []))))
+            seeded = [f"{key}={seed}" for key in ("seed", *seed_keys)] if seed is not None else []
+            runs.append(StudyRun(name, setting, seed, tuple(overrides + seeded)))
     return runs
 
 
