@@ -318,6 +318,9 @@ class DatasetSplits:
     class_names:      optional names, index = label
     prompts:          optional prompt templates with one ``{}`` for the class name (``"a photo of a {}"``),
                       for zero-shot classification from text (the ``zero_shot`` evaluator)
+    source_names:     for a dataset made of several sources (the ``mixture`` dataset): the name of each source,
+                      index = the ``"source"`` value (``[B]`` long) its items and batches then carry; ``()`` for a
+                      dataset of one source (its batches carry no ``"source"``)
 
     Items of raw-media modalities (``InputSpec.raw``) hold ``None`` where absent. An item may also carry
     ``"skipped": n``, the number of its media cells the dataset dropped as undecodable (marked absent), which
@@ -331,6 +334,7 @@ class DatasetSplits:
     observed_pairs: frozenset = frozenset()
     class_names: tuple = ()
     prompts: tuple = attrs.field(default=(), converter=tuple)
+    source_names: tuple = attrs.field(default=(), converter=tuple)
 
     @property
     def input_dims(self) -> dict:

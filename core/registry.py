@@ -51,6 +51,7 @@ BUILTIN_MODULES = (
     "mmcore.builtins.anchors",
     "mmcore.builtins.losses",
     "mmcore.builtins.synthetic",
+    "mmcore.builtins.mixture",
     "mmcore.builtins.evaluators",
 )
 HOOK_NAMES = frozenset([f"mmcore_{kind}" for kind in KINDS] + ["mmcore_commands"])

@@ -1,5 +1,6 @@
-"""The core's layout: imports run one way (contracts <- registry <- recipe <- train <- runs <- use and CLI), with
-no cycles, and plugins use only the public API."""
+"""The core's layout: imports run one way (contracts <- registry <- recipe <- builtins <- train <- runs <- use and
+CLI), with no cycles, and plugins use only the public API. The built-in components come after the recipe layer:
+the ``mixture`` dataset structures its sources' sections as the recipe does."""
 
 import ast
 from pathlib import Path
@@ -9,8 +10,9 @@ CORE = ROOT / "core"
 
 LAYERS = [
     {"contracts", "protocols", "hookspecs", "pairs", "files"},
-    {"contrastive", "builtins", "data", "registry"},
+    {"contrastive", "data", "registry"},
     {"recipe"},
+    {"builtins"},
     {"train"},
     {"runs"},
     {"use", "cli", "testing", "scaffold", "__init__"},

@@ -99,6 +99,7 @@ def assemble(recipe: Recipe, registry: Registry | None = None) -> tuple[BindingM
     splits = build_dataset(recipe, registry)
     module = build_model(recipe, splits.inputs, splits.observed_pairs, splits.class_names, registry,
                          splits.prompts)
+    module.source_names = tuple(splits.source_names)
     check_something_to_train(module, splits.train, recipe, registry)
     data = BindingData(splits, recipe.trainer.batch_size, recipe.trainer.num_workers, recipe.seed,
                        module.collators())

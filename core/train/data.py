@@ -135,7 +135,7 @@ class ModalityCollate:
             elif preprocess is not None:
                 values = [self._preprocess(m, v) for v in values]
             out["inputs"][m] = (collate or default_collate)(values)
-        for key in ("id", "label"):
+        for key in ("id", "label", "source"):  # source: a mixture's [B] source index
             if key in items[0]:
                 out[key] = default_collate([item[key] for item in items])
         skipped = sum(int(item.get("skipped", 0)) for item in items)

@@ -49,6 +49,8 @@ class BindingModule(L.LightningModule):
         self.embed_only = False  # the test loop embeds its split without running the evaluators
         self.skipped_batches = 0
         self.skipped_samples = 0  # media cells the dataset dropped as undecodable (on_bad_media = "skip")
+        self.source_names: tuple = ()  # a mixture's sources (DatasetSplits.source_names): train/samples/<source>
+        self.samples_per_source = None  # [sources] long: this rank's training rows from each source so far
         self._pending_checks: list = []  # (host flags, CUDA event, term names, step, epoch), oldest first
         self._collected: dict = {}
         self.grad_checkpointing: dict = {}  # modality -> how its activations are checkpointed
@@ -257,9 +259,13 @@ class BindingModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.judge_pending_checks(wait=True)
         checkpoint["mmcore_skipped_samples"] = self.skipped_samples
+        if self.samples_per_source is not None:
+            checkpoint["mmcore_samples_per_source"] = self.samples_per_source.tolist()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_samples = int(checkpoint.get("mmcore_skipped_samples", 0))  # counts go on across --resume
+        if "mmcore_samples_per_source" in checkpoint:
+            self.samples_per_source = torch.tensor(checkpoint["mmcore_samples_per_source"], device=self.device)
 
     def on_train_end(self) -> None:
         self.judge_pending_checks(wait=True)
@@ -285,11 +291,25 @@ class BindingModule(L.LightningModule):
                 optimizer.zero_grad()
         if data.get("skipped"):
             self.skipped_samples += int(data["skipped"])  # this rank's count; logged at each epoch's end
+        if self.source_names and "source" in data:
+            self._count_sources(data["source"])
         return self._step(data, "train")
+
+    def _count_sources(self, source: torch.Tensor) -> None:
+        """Add a batch's ``[B]`` source indices to :attr:`samples_per_source` (on the batch's device: no sync)."""
+        counts = torch.bincount(source.long(), minlength=len(self.source_names))
+        previous = self.samples_per_source
+        self.samples_per_source = counts if previous is None else previous.to(counts.device) + counts
 
     def on_train_epoch_end(self):
         """``train/skipped_samples``: media cells the dataset dropped as undecodable so far, summed over ranks;
-        only for data with raw media (nothing else skips, and the cross-rank sum costs every epoch)."""
+        only for data with raw media (nothing else skips, and the cross-rank sum costs every epoch).
+        ``train/samples/<source>``: for a mixture, the training rows drawn from each source so far, summed over
+        ranks (each rank's count goes on across ``--resume``, as the checkpoint holds it)."""
+        if self.source_names and self.samples_per_source is not None:
+            self.log_dict({f"train/samples/{name}": count.float() for name, count in
+                           zip(self.source_names, self.samples_per_source)}, on_epoch=True, reduce_fx="sum",
+                          sync_dist=True, batch_size=1)
         if not any(getattr(spec, "media", "") for spec in self.inputs.values()):
             return
         self.log("train/skipped_samples", float(self.skipped_samples), on_epoch=True, reduce_fx="sum",
