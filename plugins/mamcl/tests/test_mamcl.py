@@ -194,16 +194,10 @@ def _pool_mean_r1(recipe, seed, out):
     return statistics.fmean(metrics[f"retrieval/query->{t}/R@1"] for t in ("a", "b", "a+b"))
 
 
-def test_mamcl_beats_plain_infonce_on_per_target_modality_pools(tmp_path, one_thread):
-    # recipes/mamcl.toml vs recipes/mamcl_infonce.toml (same task, model, fixed temperature 0.03; only the mask
-    # differs), 15 epochs instead of 40. Per-target pools: query->a, query->b, query->a+b over the 1000 test items.
-    # Measured with these overrides (seeds 0..4, 2-core CPU; plugins/mamcl/README.md): mean R@1 of the three pools
-    # MAMCL 0.180 +- 0.020, InfoNCE 0.159 +- 0.018; paired difference per seed +0.016, +0.016, +0.021, +0.026,
-    # +0.022 (+0.020 +- 0.004). Asserted: every seed positive and the mean above 0.01 (4 std of a 3-seed mean).
-    diffs = []
-    for seed in range(3):
-        mamcl = _pool_mean_r1("mamcl.toml", seed, tmp_path / f"mamcl{seed}")
-        plain = _pool_mean_r1("mamcl_infonce.toml", seed, tmp_path / f"infonce{seed}")
-        diffs.append(mamcl - plain)
-    assert min(diffs) > 0, diffs
-    assert statistics.fmean(diffs) > 0.01, diffs
+def test_a_short_mamcl_run_retrieves_from_every_target_modalitys_own_pool(tmp_path, one_thread):
+    # recipes/mamcl.toml, 15 epochs instead of 40, one seed. Per-target pools: query->a, query->b, query->a+b over
+    # the 1000 test items (chance 0.001). Measured with these overrides (seeds 0..4, plugins/mamcl/README.md): mean
+    # R@1 of the three pools 0.180 +- 0.020. Whether MAMCL *beats* plain InfoNCE (+0.020 +- 0.004 on those seeds) is
+    # a multi-seed claim: benchmarks/methods.py ("mixed target modalities") measures it with paired intervals.
+    mean_r1 = _pool_mean_r1("mamcl.toml", 0, tmp_path / "mamcl")
+    assert mean_r1 > 0.05  # 50x chance
