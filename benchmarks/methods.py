@@ -89,6 +89,12 @@ SETTINGS = [
      without("image")),
     ("synthetic", "sparse pairing (image-text, image-audio)", "emergentbridge (gradient, lambda 0.25)",
      "emergentbridge.toml", ['anchor.projection="gradient"', "anchor.lambda=0.25"], without("image")),
+    ("synthetic", "sparse pairing, centroids (centrobind_sparse.toml)", "imagebind", "centrobind_sparse.toml",
+     FIXED_IMAGE, without("image")),
+    ("synthetic", "sparse pairing, centroids (centrobind_sparse.toml)", "centrobind (auto)", "centrobind_sparse.toml",
+     [], without("image")),
+    ("synthetic", "sparse pairing, centroids (centrobind_sparse.toml)", "centrobind (leave_one_out=false)",
+     "centrobind_sparse.toml", ["anchor.leave_one_out=false"], without("image")),
     ("synthetic", "mixed target modalities", "infonce", "mamcl_infonce.toml", [], QUERY_TO_TARGETS),
     ("synthetic", "mixed target modalities", "mamcl", "mamcl.toml", [], QUERY_TO_TARGETS),
     ("mfeat", "strong anchor (pix), all views paired", "imagebind", "mfeat_imagebind.toml", ["dataset.pairing=[]"],
@@ -323,7 +329,8 @@ def main(argv=None) -> int:
     body = [START, "## Methods (synthetic data and UCI Multiple Features)", "",
             f"Regenerate: `{command}` ({len(seeds)} seeds: {','.join(map(str, seeds))}; {minutes:.1f} min on "
             f"{machine()}, {args.threads} torch thread(s)). Each row is one "
-            "`mmcore run RECIPE --seeds ... --seed-key dataset.seed` study: a seed sets the model's seed (initialisation, batch order) and the data's (`dataset.seed`).",
+            "`mmcore run RECIPE --seeds ... --seed-key dataset.seed` study: a seed sets the model's seed "
+            "(initialisation, batch order) and the data's (`dataset.seed`).",
             "Each setting compares methods with its baseline (its first row) on the same data, pairing and seeds. "
             "\"R@1 claim pairs\": non-anchor pairs for the anchor settings, query -> each target modality's own pool "
             "for the mixed-target task; \"anchor pairs\": the pairs with the anchor; \"trained\"/\"emergent\": pairs "

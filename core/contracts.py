@@ -189,13 +189,16 @@ class Batch:
     present: modality -> ``[B]`` bool tensor
     labels:  ``[B]`` long class labels, or None (items say ``label``)
     ids:     ``[B]`` long sample ids (unique within a split), or None (items say ``id``)
+    rows:    modality -> ``"all"`` (every row present) or the ``[k]`` long indices of its present rows, computed
+             on the host before the batch reached the device, or None (a batch built elsewhere): a strategy may
+             branch on it without waiting for the device
     """
 
     inputs: dict
     present: dict
     labels: Any = None
     ids: Any = None
-    rows: Any = None  # modality -> [k] indices of present rows or "all", computed on the host (core-internal)
+    rows: Any = None
 
     @property
     def size(self) -> int:

@@ -1,13 +1,14 @@
 """CentroBind vs a fixed anchor, with a weak and a strong anchor modality, over seeds: prints the README table.
 
     python plugins/centrobind/experiments/weak_anchor.py                  # 3 seeds, full recipe sizes
-    python plugins/centrobind/experiments/weak_anchor.py --small          # the sizes tests/test_centrobind.py uses
+    python plugins/centrobind/experiments/weak_anchor.py --small          # reduced sizes (README)
 
 Conditions: ``recipes/centrobind_weak_anchor.toml`` (image noise 2.5) and ``recipes/centrobind_strong_anchor.toml``
-(image noise 0.3); both have class_separation 0.8. Methods: ``imagebind`` (fixed anchor = image, the weak
-modality in the weak condition), ``centrobind`` (plugin defaults: own modality in its centroid) and
-``centrobind-loo`` (``leave_one_out = true``). Seed ``s`` sets both the model seed and the dataset seed, so each
-seed is a fresh dataset and initialisation, shared by all methods (differences are paired by seed).
+(image noise 0.3); both have class_separation 0.8. Methods: ``imagebind`` (fixed anchor = image, the weak modality
+in the weak condition), ``centrobind`` (``leave_one_out = false``: own modality in its centroid; on these fully
+paired rows the same as the default ``"auto"``) and ``centrobind-loo`` (``leave_one_out = true``). Seed ``s`` sets
+both the model seed and the dataset seed, so each seed is a fresh dataset and initialisation, shared by all methods
+(differences are paired by seed).
 
 Columns: Recall@1 averaged over both directions of each pair on the 1000-sample test split (chance 0.001), and
 per-modality kNN accuracy (k = 10 against the training split, chance 0.1). ``d(...)`` rows: per-seed difference

@@ -82,9 +82,9 @@ ALL_ROWS = [0, 1, 3]  # the rows that get terms
 # ------------------------------------------------------------------------- unit tests
 
 
-def test_default_centroid_of_present_modalities_renormalised_and_one_term_per_modality():
+def test_literal_centroid_of_present_modalities_renormalised_and_one_term_per_modality():
     z, present = batch()
-    terms = terms_of(strategy()(z, present, None))
+    terms = terms_of(strategy(leave_one_out=False)(z, present, None))
     assert set(terms) == {f"{m}-centroid" for m in MODALITIES}
     expected = {i: hand_centroid(i, MODALITIES) for i in ALL_ROWS}
     for m in MODALITIES:
@@ -110,7 +110,7 @@ def test_rows_with_fewer_than_two_present_modalities_get_no_term():
 
 def test_renormalize_off_gives_the_raw_mean():
     z, present = batch()
-    terms = terms_of(strategy(renormalize=False)(z, present, None))
+    terms = terms_of(strategy(renormalize=False, leave_one_out=False)(z, present, None))
     expected = {i: hand_centroid(i, MODALITIES, renormalize=False) for i in ALL_ROWS}
     assert_rows_close(terms["text-centroid"].key, expected, ALL_ROWS)
     # row 0: mean of three orthogonal unit vectors has norm 1/sqrt(3), not 1
@@ -121,12 +121,13 @@ def test_weights_give_the_weighted_mean():
     z, present = batch()
     weights = {"image": 3.0, "audio": 0.5}
     for renormalize in (True, False):
-        terms = terms_of(strategy(weights=weights, renormalize=renormalize)(z, present, None))
+        terms = terms_of(strategy(weights=weights, renormalize=renormalize, leave_one_out=False)(z, present, None))
         expected = {i: hand_centroid(i, MODALITIES, weights, renormalize) for i in ALL_ROWS}
         for m in MODALITIES:
             assert_rows_close(terms[f"{m}-centroid"].key, expected, ALL_ROWS)
     # row 0 unnormalised: (3 * e1 + 1 * e2 + 0.5 * e3) / 4.5
-    raw = terms_of(strategy(weights=weights, renormalize=False)(z, present, None))["audio-centroid"].key
+    raw = strategy(weights=weights, renormalize=False, leave_one_out=False)(z, present, None)
+    raw = terms_of(raw)["audio-centroid"].key
     assert_rows_close(raw, {0: [3 / 4.5, 1 / 4.5, 0.5 / 4.5]}, [0])
 
 
@@ -143,6 +144,61 @@ def test_leave_one_out_excludes_the_aligned_modality():
     assert_rows_close(terms["text-centroid"].key, {1: VECTORS["image"][1], 3: VECTORS["audio"][3]}, [1, 3])
     # row 0, image: centroid of text and audio = (0, 1, 1) / sqrt(2); it has nothing of image
     assert_rows_close(terms["image-centroid"].key, {0: [0.0, 1 / math.sqrt(2), 1 / math.sqrt(2)]}, [0])
+
+
+def test_auto_leave_one_out_is_the_default_and_chooses_per_row_by_the_number_present():
+    z, present = batch()
+    assert mmcore.get_registry().get("anchor_strategies", "centrobind").config().leave_one_out == "auto"
+    for terms in (terms_of(strategy()(z, present, None)), terms_of(strategy(leave_one_out="auto")(z, present, None))):
+        # row 0 has all three modalities: the paper's centroid, own modality included, (1, 1, 1) / sqrt(3)
+        third = 1 / math.sqrt(3)
+        for m in MODALITIES:
+            assert_rows_close(terms[f"{m}-centroid"].key, {0: [third, third, third]}, [0])
+            assert terms[f"{m}-centroid"].mask.tolist() == hand_mask(m)
+        # rows 1 (image, text) and 3 (text, audio) have two: each modality's key is the other one's embedding
+        assert_rows_close(terms["image-centroid"].key, {1: VECTORS["text"][1]}, [1])
+        assert_rows_close(terms["text-centroid"].key, {1: VECTORS["image"][1], 3: VECTORS["audio"][3]}, [1, 3])
+        assert_rows_close(terms["audio-centroid"].key, {3: VECTORS["text"][3]}, [3])
+
+
+def test_auto_with_two_present_gives_the_pair_gradient_and_with_three_the_centroid_gradient():
+    # score = sum over masked rows of text_i . key_i, renormalize off.
+    # row 1 (two present): key = image_1, so d score / d image_1 = text_1 = (0, 0.6, 0.8) (the literal centroid
+    # would give text_1 / 2 minus nothing: (image_1 + text_1) / 2, d/d image_1 = text_1 / 2).
+    # row 0 (three present): key = (e1 + e2 + e3) / 3, d score / d image_0 = text_0 / 3 = (0, 1/3, 0).
+    z, _ = _grads_from_text_term(renormalize=False)
+    assert_rows_close(z["image"].grad, {0: [0.0, 1 / 3, 0.0], 1: [0.0, 0.6, 0.8]}, [0, 1])
+    # the literal centroid (leave_one_out = false) on the same rows: text_1 / 2 for row 1
+    z, _ = _grads_from_text_term(renormalize=False, leave_one_out=False)
+    assert_rows_close(z["image"].grad, {0: [0.0, 1 / 3, 0.0], 1: [0.0, 0.3, 0.4]}, [0, 1])
+
+
+def test_auto_on_a_batch_of_one_kind_is_exactly_that_setting():
+    import torch
+
+    z, _ = batch()
+    everyone = {m: torch.ones(4, dtype=torch.bool) for m in MODALITIES}  # all rows three present: the literal centroid
+    pairs = {"image": torch.tensor([True, True, True, False]), "text": torch.tensor([True, False, True, True]),
+             "audio": torch.tensor([False, True, False, True])}  # all rows two present: leave-one-out
+    for present, same_as in ((everyone, False), (pairs, True)):
+        auto, other = (terms_of(strategy(leave_one_out=s)(z, present, None)) for s in ("auto", same_as))
+        for name in auto:
+            assert torch.equal(auto[name].key, other[name].key) and torch.equal(auto[name].mask, other[name].mask)
+    # rows 0-3 of `everyone`: (1,0,0)+(0,1,0)+(0,0,1) / sqrt(3) in row 0, whatever the junk of the other rows
+    third = 1 / math.sqrt(3)
+    key = terms_of(strategy()(z, everyone, None))["audio-centroid"].key
+    assert_rows_close(key, {0: [third, third, third]}, [0])
+
+
+def test_literal_centroid_with_two_present_is_met_by_unrelated_embeddings():
+    """Why ``auto``: with two present, ``text . normalize(text + image) = sqrt((1 + text . image) / 2)``, 0.71
+    for orthogonal embeddings, where the pair's own key (``auto``) gives 0."""
+    z, present = batch()
+    # row 3: text (1, 0, 0) and audio (0, 0.8, 0.6) are orthogonal
+    literal = terms_of(strategy(leave_one_out=False)(z, present, None))["text-centroid"]
+    auto = terms_of(strategy()(z, present, None))["text-centroid"]
+    assert abs(float((literal.query[3] * literal.key[3]).sum()) - math.sqrt(0.5)) < 1e-6
+    assert abs(float((auto.query[3] * auto.key[3]).sum())) < 1e-6
 
 
 def _grads_from_text_term(**settings):
@@ -168,7 +224,7 @@ def test_gradients_flow_through_the_centroid_by_default():
 
 
 def test_detach_anchor_stops_the_gradient_through_the_centroid():
-    z, term = _grads_from_text_term(detach_anchor=True)
+    z, term = _grads_from_text_term(detach_anchor=True, leave_one_out=False)
     assert not term.key.requires_grad
     assert z["image"].grad is None and z["audio"].grad is None
     # the query side keeps its gradient: d score / d text_i = key_i on the masked rows, 0 elsewhere
@@ -193,6 +249,9 @@ def test_bad_settings_are_reported_against_the_recipe():
     assert status == 2 and "anchor.weights" in err and "depth" in err
     status, _, err = cli("validate", RECIPES / "centrobind.toml", "--set", "anchor.weights={image=0.0}")
     assert status == 2 and "anchor" in err and "weights" in err
+    for bad in ('"yes"', "1"):
+        status, _, err = cli("validate", RECIPES / "centrobind.toml", "--set", f"anchor.leave_one_out={bad}")
+        assert status == 2 and "anchor.leave_one_out" in err and '"auto"' in err and "Traceback" not in err, err
 
 
 # ------------------------------------------------------------------------- behaviour: one short run
@@ -225,3 +284,24 @@ def test_a_short_weak_anchor_run_aligns_the_non_anchor_pair_without_collapsing(t
     assert min(metrics["retrieval/text->audio/R@1"], metrics["retrieval/audio->text/R@1"]) > 10 * chance, metrics
     # not collapsed: kNN of the clean modalities (chance 0.1): measured text 0.47, audio 0.57
     assert min(metrics["knn/text/acc"], metrics["knn/audio/acc"]) > 0.3, metrics
+
+
+def test_the_default_does_not_collapse_under_sparse_pairing(tmp_path):
+    """recipes/centrobind_sparse.toml (image+text or image+audio rows, never text+audio) with the default
+    ``leave_one_out = "auto"``: text and audio meet through image. Measured (seed 0, these sizes): prototypes
+    text->audio 0.69 (chance 0.1); the literal centroid (``leave_one_out = false``) gives 0.10, chance."""
+    import json
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        status, _, err = cli("run", RECIPES / "centrobind_sparse.toml", "--out", tmp_path / "run",
+                             *[x for item in SHORT[:-1] + ['evaluators=[{name="prototypes"}]']
+                               for x in ("--set", item)])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0, err[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["prototypes/text->audio/acc"] > 0.4, metrics
