@@ -164,6 +164,25 @@ def cli(*args, cwd=None) -> tuple:
     return status, out.getvalue(), err.getvalue()
 
 
+def run_recipe_file(recipe, out, overrides=(), threads: int = 1) -> dict:
+    """``mmcore run RECIPE --out OUT --set ...`` in this process with ``threads`` torch threads (restored after;
+    one is fastest for small models on a shared machine) -> the run's metrics (``metrics.json``). Raises
+    AssertionError, with the end of stderr, if the run fails."""
+    import json
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        status, _, err = cli("run", recipe, "--out", out, *[x for item in overrides for x in ("--set", item)])
+    finally:
+        torch.set_num_threads(before)
+    if status != 0:
+        raise AssertionError(f"mmcore run {recipe} failed ({status}):\n{err[-3000:]}")
+    return json.loads((Path(out) / "metrics.json").read_text())
+
+
 @contextlib.contextmanager
 def deadline(seconds: int):
     """Raise ``TimeoutError`` in the main thread when the block still runs after ``seconds`` (``SIGALRM``, POSIX

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mmcore
 import pytest
-from mmcore.testing import cli
+from mmcore.testing import cli, run_recipe_file
 
 ROOT = Path(__file__).resolve().parents[3]  # the repository; its recipes/ are first-party
 RECIPES = ROOT / "recipes"
@@ -265,19 +265,7 @@ one) are differences between methods over seeds: benchmarks/methods.py measures 
 
 
 def test_a_short_weak_anchor_run_aligns_the_non_anchor_pair_without_collapsing(tmp_path):
-    import json
-
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster, and no oversubscription on a shared machine
-    try:
-        status, _, err = cli("run", RECIPES / "centrobind_weak_anchor.toml", "--out", tmp_path / "run",
-                             *[x for item in SHORT for x in ("--set", item)])
-    finally:
-        torch.set_num_threads(threads)
-    assert status == 0, err[-3000:]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = run_recipe_file(RECIPES / "centrobind_weak_anchor.toml", tmp_path / "run", SHORT)
     chance = 1 / 300  # Recall@1 of a random ranking over the 300 test samples
     # measured (seed 0, 2-core CPU): text->audio 0.163, audio->text 0.157; the fixed image anchor on the same run
     # 0.010 / 0.020 (its text-audio pair is only emergent through the noisy image)
@@ -290,18 +278,6 @@ def test_the_default_does_not_collapse_under_sparse_pairing(tmp_path):
     """recipes/centrobind_sparse.toml (image+text or image+audio rows, never text+audio) with the default
     ``leave_one_out = "auto"``: text and audio meet through image. Measured (seed 0, these sizes): prototypes
     text->audio 0.69 (chance 0.1); the literal centroid (``leave_one_out = false``) gives 0.10, chance."""
-    import json
-
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        status, _, err = cli("run", RECIPES / "centrobind_sparse.toml", "--out", tmp_path / "run",
-                             *[x for item in SHORT[:-1] + ['evaluators=[{name="prototypes"}]']
-                               for x in ("--set", item)])
-    finally:
-        torch.set_num_threads(threads)
-    assert status == 0, err[-3000:]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = run_recipe_file(RECIPES / "centrobind_sparse.toml", tmp_path / "run",
+                              SHORT[:-1] + ['evaluators=[{name="prototypes"}]'])
     assert metrics["prototypes/text->audio/acc"] > 0.4, metrics

@@ -1,7 +1,6 @@
 """MAMCL (plugins/mamcl): the masked loss against a hand computation, its reduction to InfoNCE, the mixed-target
 task's components, and the measured behaviour (per-target-modality pools) against plain InfoNCE."""
 
-import json
 import math
 import statistics
 from pathlib import Path
@@ -172,29 +171,16 @@ def test_mixed_pool_ranks_match_a_brute_force_count():
 # ------------------------------------------------------------------------------------------- behaviour
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: several times faster than the default on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _pool_mean_r1(recipe, seed, out):
-    from mmcore.cli import main
+    from mmcore.testing import run_recipe_file
 
     overrides = [f"seed={seed}", f"dataset.seed={seed}", "trainer.max_epochs=15", "dataset.val_size=99",
                  'evaluators=[{name="retrieval", ks=[1]}]']
-    args = ["run", str(RECIPES / recipe), "--out", str(out)]
-    for item in overrides:
-        args += ["--set", item]
-    assert main(args) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = run_recipe_file(RECIPES / recipe, out, overrides)
     return statistics.fmean(metrics[f"retrieval/query->{t}/R@1"] for t in ("a", "b", "a+b"))
 
 
-def test_a_short_mamcl_run_retrieves_from_every_target_modalitys_own_pool(tmp_path, one_thread):
+def test_a_short_mamcl_run_retrieves_from_every_target_modalitys_own_pool(tmp_path):
     # recipes/mamcl.toml, 15 epochs instead of 40, one seed. Per-target pools: query->a, query->b, query->a+b over
     # the 1000 test items (chance 0.001). Measured with these overrides (seeds 0..4, plugins/mamcl/README.md): mean
     # R@1 of the three pools 0.180 +- 0.020. Whether MAMCL *beats* plain InfoNCE (+0.020 +- 0.004 on those seeds) is
