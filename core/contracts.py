@@ -316,6 +316,10 @@ class DatasetSplits:
                       "present": {m: bool}, "label": int, "id": int}``; every modality is in every item (a
                       placeholder where absent). A dataset may also offer ``get_batch(indices) -> collated batch``
                       (as :class:`mmcore.TensorSplit` does): the core then fetches whole batches at once.
+                      ``train`` may offer ``epoch_rows(epoch) -> [E] long``: the indices that make training epoch
+                      ``epoch`` (the same ``E`` for every epoch, repeats allowed; a function of ``epoch`` alone, so
+                      a resumed run sees the same epochs), which the core shuffles by (seed, epoch) instead of
+                      every index once (the ``mixture`` dataset's per-epoch draw).
     inputs:           modality -> :class:`InputSpec` (an ``int`` means a flat vector of that width)
     observed_pairs:   unordered pairs (frozensets) that co-occur in training samples
     class_names:      optional names, index = label

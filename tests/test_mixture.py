@@ -38,28 +38,38 @@ def test_an_epoch_holds_each_sources_share_of_rows_exactly_whole_passes_then_a_s
     _, splits = _mixture(_sized(IMAGE_TEXT_SOURCE, 100, weight=2.0), _sized(IMAGE_AUDIO_SOURCE, 300, weight=1.0),
                          epoch_size=301)
     train = splits.train
-    batch = train.get_batch(list(range(len(train))))
+    assert len(train) == 400  # every source row once; an epoch is a draw of 301 of them
+    batch = train.get_batch(train.epoch_rows(0).tolist())
     sources, local = batch["source"], batch["id"] // 2  # ids: source row * 2 sources + source
-    assert len(train) == 301 and collections.Counter(sources.tolist()) == {0: 201, 1: 100}  # 200.67, 100.33
+    assert len(sources) == 301 and collections.Counter(sources.tolist()) == {0: 201, 1: 100}  # 200.67, 100.33
     assert torch.equal(batch["id"] % 2, sources)
     rows = collections.Counter(local[sources == 0].tolist())  # 201 = 2 passes over 100 rows + 1
     assert sorted(rows) == list(range(100)) and sorted(rows.values()) == [2] * 99 + [3]
     rows = collections.Counter(local[sources == 1].tolist())  # 100 of 300 rows, none twice
     assert len(rows) == 100 and set(rows.values()) == {1}
     assert sources[:100].unique().tolist() == [0, 1]  # laid out mixed: a prefix (the reference set) has both
+    # the next epoch draws other rows of the source drawn below its size, with the same counts
+    later = train.get_batch(train.epoch_rows(1).tolist())
+    assert collections.Counter(later["source"].tolist()) == {0: 201, 1: 100}
+    assert set((later["id"] // 2)[later["source"] == 1].tolist()) != set(rows)
+    assert torch.equal(train.epoch_rows(1), train.epoch_rows(1))  # a function of the epoch alone (resume)
     assert epoch_counts([10, 10, 10], [1.0, 1.0, 1.0], False, None) == [10, 10, 10]
     assert epoch_counts([10, 10, 10], [1.0, 1.0, 1.0], False, 10) == [4, 3, 3]  # sums to the epoch size
 
 
 def test_upsample_factors_scale_each_sources_size_and_the_draw_follows_the_mixture_seed():
     a, b = _sized(IMAGE_TEXT_SOURCE, 100, upsample=2.5), _sized(IMAGE_AUDIO_SOURCE, 300, upsample=0.5)
+    def sources(splits, epoch=0):
+        return collections.Counter(splits.train.source[splits.train.epoch_rows(epoch)].tolist())
+
     _, splits = _mixture(a, b)
-    assert collections.Counter(splits.train.source.tolist()) == {0: 250, 1: 150}
+    assert sources(splits) == {0: 250, 1: 150} and sources(splits, 5) == {0: 250, 1: 150}
     _, again = _mixture(a, b)
     _, other = _mixture(a, b, seed=1)
-    assert torch.equal(splits.train.rows, again.train.rows) and not torch.equal(splits.train.rows, other.train.rows)
+    draw = splits.train.epoch_rows(0)
+    assert torch.equal(draw, again.train.epoch_rows(0)) and not torch.equal(draw, other.train.epoch_rows(0))
     _, fixed = _mixture(a, b, epoch_size=80)  # shares 250:150 of 80 rows
-    assert collections.Counter(fixed.train.source.tolist()) == {0: 50, 1: 30}
+    assert sources(fixed) == {0: 50, 1: 30}
 
 
 def test_rows_are_absent_in_the_modalities_their_source_lacks_and_keep_their_own_presence_elsewhere():
@@ -67,7 +77,8 @@ def test_rows_are_absent_in_the_modalities_their_source_lacks_and_keep_their_own
     assert list(splits.inputs) == ["image", "text", "audio"] and splits.source_names == ("image-text", "image-audio")
     assert splits.observed_pairs == {frozenset(("image", "text")), frozenset(("image", "audio"))}
     train = splits.train
-    batch = train.get_batch(list(range(64)))
+    rows = train.epoch_rows(0)[:64]  # a mixed stretch of an epoch
+    batch = train.get_batch(rows.tolist())
     source = batch["source"]
     assert set(source.tolist()) == {0, 1}
     first, second = source == 0, source == 1
@@ -75,14 +86,14 @@ def test_rows_are_absent_in_the_modalities_their_source_lacks_and_keep_their_own
     assert batch["present"]["text"][first].all() and batch["present"]["audio"][second].all()
     assert not batch["present"]["text"][second].any()  # the image-audio source's own plan: text never in training
     assert batch["present"]["image"].all() and batch["inputs"]["audio"][second].abs().sum(1).gt(0).all()
-    item = train[int(second.nonzero()[0])]  # items (the path for encoders with preprocess) agree with batches
     index = int(second.nonzero()[0])
+    item = train[int(rows[index])]  # items (the path for encoders with preprocess) agree with batches
     assert int(item["source"]) == 1 and int(item["id"]) == int(batch["id"][index])
     assert torch.equal(item["inputs"]["audio"], batch["inputs"]["audio"][index])
-    item = train[int(first.nonzero()[0])]
+    item = train[int(rows[int(first.nonzero()[0])])]
     assert not bool(item["present"]["audio"]) and not item["inputs"]["audio"].any()
     assert tuple(item["inputs"]["audio"].shape) == (20,)
-    assert torch.equal(train.present["audio"][:64], batch["present"]["audio"])  # the masks the core's checks read
+    assert torch.equal(train.present["audio"][rows], batch["present"]["audio"])  # the masks the core's checks read
     test = splits.test.get_batch(list(range(len(splits.test))))
     assert len(splits.test) == 128 and collections.Counter(test["source"].tolist()) == {0: 64, 1: 64}
     assert len(test["id"].unique()) == 128  # both sources number their rows 0..63: offset apart
@@ -168,6 +179,25 @@ def test_a_mixture_of_two_pair_sources_trains_and_reports_the_pair_no_source_hol
     assert metrics["retrieval/trained/R@10"] > 0.15  # chance 10/128
 
 
+def test_the_training_loader_serves_each_epochs_draw_shuffled_and_the_reference_set_mixes_the_sources():
+    from mmcore.train.data import BindingData
+
+    a, b = _sized(IMAGE_TEXT_SOURCE, 100, weight=2.0), _sized(IMAGE_AUDIO_SOURCE, 300, weight=1.0)
+    _, splits = _mixture(a, b, epoch_size=300)
+    data = BindingData(splits, batch_size=64, seed=5)
+    data.drop_last = False
+    loader = data.train_dataloader()
+    assert len(loader.sampler) == 300 and len(loader) == 5  # the epoch's size, not the split's 400 rows
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        served = torch.cat([batch["id"] for batch in loader])
+        drawn = splits.train.get_batch(splits.train.epoch_rows(epoch).tolist())["id"]
+        assert sorted(served.tolist()) == sorted(drawn.tolist()) and not torch.equal(served, drawn)  # shuffled
+    reference = data.reference()
+    assert len(set(reference.indices)) == len(reference.indices)
+    assert set(splits.train.source[reference.indices].tolist()) == {0, 1}
+
+
 def test_tensorboard_counts_the_training_samples_drawn_from_each_source(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -193,6 +223,6 @@ def test_the_mfeat_mixture_recipe_draws_its_two_pair_sources_two_to_one():
 
     recipe, _ = load_recipe(RECIPES / "mixture_mfeat.toml")
     splits = build_dataset(recipe)
-    assert collections.Counter(splits.train.source.tolist()) == {0: 1867, 1: 933}
+    assert collections.Counter(splits.train.source[splits.train.epoch_rows(0)].tolist()) == {0: 1867, 1: 933}
     assert splits.observed_pairs == {frozenset(("pix", "fou")), frozenset(("pix", "zer"))}
     assert len(splits.test) == 800 and splits.class_names == tuple(str(k) for k in range(10))

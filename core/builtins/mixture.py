@@ -13,15 +13,15 @@ source's rows are absent (``present`` false, zero inputs, ``None`` for raw media
 keep their own presence in the others. Observed pairs are the union. Labels and class names are kept when every
 source names the same classes, else the mixture has neither (label-based evaluators then report nothing).
 
-The training split is an epoch of ``epoch_size`` rows (default: the sum of the sources' train sizes; with
-``upsample``, the sum of ``round(upsample * size)``). Source ``k`` contributes ``count_k`` of them: ``floor(share_k
-* epoch_size)``, plus one for the largest remainders (ties to the earlier source) so the counts sum to
-``epoch_size`` (``round(upsample_k * size_k)`` with upsample factors and no ``epoch_size``). Its rows are whole
-passes over its train split, then a subsample (drawn once from ``seed``) for the remainder; the epoch's rows are
-laid out in a seeded order (so any prefix, such as the evaluators' reference set, mixes the sources), and the
-core's sampler shuffles them by (seed, epoch). The same rows make every epoch: a source drawn below its size shows
-the same subset of its rows in each one. val and test are the union of the sources' val and test splits, each row
-once. Prompts (zero-shot templates) are kept when every source has the same ones.
+The training split holds every source's train rows once, source after source; a training epoch is
+``epoch_size`` of them (default: the sum of the sources' train sizes; with ``upsample``, the sum of
+``round(upsample * size)``), given by the split's ``epoch_rows(epoch)``, which the core's sampler shuffles by
+(seed, epoch). Source ``k`` contributes ``count_k`` rows to each epoch: ``floor(share_k * epoch_size)``, plus one
+for the largest remainders (ties to the earlier source) so the counts sum to ``epoch_size`` (``round(upsample_k *
+size_k)`` with upsample factors and no ``epoch_size``): whole passes over its train split, then a subsample without
+repeats for the remainder, drawn anew for each epoch from ``(seed, epoch)`` (a source drawn below its size shows
+other rows in the next epoch; a resumed run draws the same). val and test are the union of the sources' val and test
+splits, each row once. Prompts (zero-shot templates) are kept when every source has the same ones.
 
 Items and batches carry ``"source"`` (``[B]`` long, index into ``DatasetSplits.source_names``). Ids are
 ``source_id * K + k`` for ``K`` sources: unique across sources (evaluation dedupes by id), without reading any
@@ -190,6 +190,24 @@ def epoch_counts(sizes: list, weights: list, upsample: bool, epoch_size: int | N
     for k in by_remainder[:total - sum(counts)]:
         counts[k] += 1
     return counts
+
+
+@attrs.frozen
+class EpochDraw:
+    """The training rows of each epoch: ``draw(epoch)`` -> ``[E]`` long indices into the split that holds every
+    source's rows once, source after source (``sizes[k]`` rows each), ``counts[k]`` of them from source ``k``
+    (:func:`draw_rows` with a seed of ``(seed, epoch)``). Depends only on its fields and ``epoch``."""
+
+    sizes: tuple
+    counts: tuple
+    seed: int
+
+    def __call__(self, epoch: int):
+        import torch
+
+        source, local = draw_rows(list(self.sizes), list(self.counts), self.seed * 1_000_003 + int(epoch))
+        offsets = torch.tensor([0, *self.sizes]).cumsum(0)
+        return offsets[source] + local
 
 
 def draw_rows(sizes: list, counts: list, seed: int):
@@ -461,9 +479,10 @@ def build_mixture(config: MixtureConfig, context=None):
         if count == 0:
             raise ConfigError(f"sources[{index}]", f"contributes no training rows to an epoch ({sizes[index]} rows, "
                                                    "its share rounds to 0); raise its weight or the epoch_size")
-    source, local = draw_rows(sizes, counts, config.seed)
     modalities = [list(b.inputs) for b in built]
-    splits = {"train": _union_split([b.train for b in built], modalities, source, local, inputs, labels)}
+    parts = [b.train for b in built]
+    splits = {"train": _union_split(parts, modalities, *_whole(parts), inputs, labels)}
+    splits["train"].epoch_rows = EpochDraw(tuple(sizes), tuple(counts), config.seed)  # the sampler's epochs
     for name in ("val", "test"):
         parts = [getattr(b, name) for b in built]
         splits[name] = _union_split(parts, modalities, *_whole(parts), inputs, labels)

@@ -17,7 +17,8 @@ REFERENCE_SIZE = 5000
 
 
 class EpochShuffle(torch.utils.data.Sampler):
-    """A permutation that depends only on ``(seed, epoch)``, not on the global RNG.
+    """A permutation that depends only on ``(seed, epoch)``, not on the global RNG (of every index, or of the
+    dataset's ``epoch_rows(epoch)`` when it has them).
 
     Lightning calls ``set_epoch`` before each epoch, so a run resumed from a checkpoint sees exactly the batches
     the uninterrupted run would have seen. ``resume_at(epoch, skip)``: a run resumed in the middle of ``epoch``
@@ -25,8 +26,11 @@ class EpochShuffle(torch.utils.data.Sampler):
     whole epoch's, as Lightning counts the batches done in the restored progress.
     """
 
-    def __init__(self, size: int, seed: int):
+    def __init__(self, size: int, seed: int, epoch_rows=None):
         self.size, self.seed, self.epoch = size, seed, 0
+        self.epoch_rows = epoch_rows
+        """None (an epoch is every index once), or the dataset's ``epoch_rows(epoch) -> [size] long``: the indices
+        that make that epoch (a mixture's draw), shuffled here like the plain indices."""
         self.resumed_epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -38,6 +42,8 @@ class EpochShuffle(torch.utils.data.Sampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator)
+        if self.epoch_rows is not None:
+            order = torch.as_tensor(self.epoch_rows(self.epoch), dtype=torch.long)[order]
         if self.skip and self.epoch == self.resumed_epoch:
             order = order[self.skip:]
         for chunk in order.split(1 << 16):
@@ -171,8 +177,10 @@ class BindingData(L.LightningDataModule):
 
     def loader(self, dataset, shuffle: bool = False, drop_last: bool = False, train: bool = False) -> DataLoader:
         """A DataLoader in the batch contract over any split (``train``: augmenting preprocessing)."""
-        size = min(self.batch_size, len(dataset))
-        sampler = EpochShuffle(len(dataset), self.seed) if shuffle else None
+        epoch_rows = getattr(dataset, "epoch_rows", None) if shuffle else None
+        epoch = len(epoch_rows(0)) if epoch_rows is not None else len(dataset)
+        size = min(self.batch_size, epoch)
+        sampler = EpochShuffle(epoch, self.seed, epoch_rows) if shuffle else None
         common = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                       pin_memory=torch.cuda.is_available())  # lets the non_blocking copy to the GPU overlap compute
         if _batched(dataset) and not self.collators:
@@ -214,8 +222,13 @@ class BindingData(L.LightningDataModule):
         return self.loader(self.splits.val, shuffle=False)
 
     def reference(self):
-        """The training subset embedded as the evaluators' reference set."""
-        return Subset(self.splits.train, range(min(REFERENCE_SIZE, len(self.splits.train))))
+        """The training subset embedded as the evaluators' reference set: its first rows, or for a split with
+        ``epoch_rows`` (a mixture) the first distinct rows of epoch 0 (every source's share of it)."""
+        train = self.splits.train
+        epoch_rows = getattr(train, "epoch_rows", None)
+        if epoch_rows is None:
+            return Subset(train, range(min(REFERENCE_SIZE, len(train))))
+        return Subset(train, list(dict.fromkeys(epoch_rows(0).tolist()))[:REFERENCE_SIZE])
 
     def test_dataloader(self):
         """The split named ``self.test_split`` (``"test"`` unless changed, e.g. to embed another split) and the
