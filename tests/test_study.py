@@ -118,6 +118,7 @@ def test_a_run_of_a_study_equals_the_separate_mmcore_run_with_its_settings(study
     (["--seeds", "0,1", "--seed-key", "dataset.seed", "--set", "dataset.seed=3"],
      "--seed-key dataset.seed and --set dataset.seed both set it"),
     (["--seeds", "0,1", "--seed-key", "dataset.sed"], "study run seed-0: invalid recipe"),
+    (["--seeds", "0,1", "--seed-key", ""], "--seed-key: give a recipe key, e.g. --seed-key dataset.seed"),
     (["--seeds", "0,1", "--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2"],
      "trainer: 2 processes (devices = 2, num_nodes = 1); a study trains its runs one after another in one process"),
 ])

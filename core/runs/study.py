@@ -165,6 +165,8 @@ def plan_study(seeds: tuple | None, sweeps: list, sets: list = (), seed_keys: tu
         raise StudyError("--sweep seed: use --seeds 0,1,2 for seeds (the summary averages over them)")
     if seeds is not None and "seed" in _set_keys(sets):
         raise StudyError("--seeds and --set seed both set the seed; drop one")
+    if any(not k.strip() for k in seed_keys):
+        raise StudyError("--seed-key: give a recipe key, e.g. --seed-key dataset.seed")
     seed_keys = tuple(dict.fromkeys(k.strip() for k in seed_keys if k.strip() != "seed"))
     if seed_keys and seeds is None:
         raise StudyError(f"--seed-key {seed_keys[0]} gives each run's seed to that key: it needs --seeds")
