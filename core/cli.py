@@ -142,7 +142,8 @@ def _train_and_report(args, recipe, sources, run_dir, built, resume_from, handov
     _print_metrics(metrics, args.all_metrics, summary_keys(metrics, declared_summary(run_dir)))
     if have_matplotlib() and not has_retrieval(metrics, list(recipe.modalities)):
         print(f"mmcore: {HEATMAP_SKIPPED}", file=sys.stderr)
-    print(f"mmcore: wrote {run_dir / 'metrics.json'}; watch with: tensorboard --logdir {run_dir}", file=sys.stderr)
+    print(f"mmcore: wrote {run_dir / 'metrics.json'}; watch with: tensorboard --logdir {run_dir.parent} (this run is "
+          f"{run_dir.name}/tb there, next to the others)", file=sys.stderr)
     return 0
 
 
