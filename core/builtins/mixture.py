@@ -354,28 +354,26 @@ def _fixed_tensor(spec) -> bool:
 
 
 class MergedMixtureSplit:
-    """Rows of sources that are all :class:`mmcore.TensorSplit`: their rows concatenated into one TensorSplit
-    (``merged``, zeros where a source lacks a modality, ids already offset) with ``source_of`` (``[M]`` long) each
-    merged row's source; row ``i`` of the split is merged row ``rows[i]``. A batch is one gather per tensor."""
+    """Rows of sources that are all :class:`mmcore.TensorSplit`, concatenated into one TensorSplit (``merged``,
+    zeros where a source lacks a modality, ids already offset), with ``source`` (``[M]`` long) each row's source.
+    A batch is one gather per tensor."""
 
-    def __init__(self, merged, source_of, rows):
-        self.merged, self.source_of, self.rows = merged, source_of, rows.long()
-        self.source = source_of[self.rows]
-        self.present = {m: p[self.rows] for m, p in merged.present.items()}
+    def __init__(self, merged, source):
+        self.merged, self.source = merged, source.long()
+        self.present = merged.present
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.merged)
 
     def __getitem__(self, index) -> dict:
-        row = self.rows[index]
-        return {**self.merged[row], "source": self.source_of[row]}
+        return {**self.merged[index], "source": self.source[index]}
 
     def get_batch(self, indices) -> dict:
         """``{"inputs": {m: [B, *shape]}, "present": {m: [B]}, "id": [B], "source": [B], "label"?: [B]}``."""
         import torch
 
-        rows = self.rows[torch.as_tensor(indices, dtype=torch.long)]
-        return {**self.merged[rows], "source": self.source_of[rows]}
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        return {**self.merged[rows], "source": self.source[rows]}
 
 
 def merge_tensor_splits(parts: list, modalities: list, inputs: dict, labels: bool):
@@ -405,20 +403,16 @@ def merge_tensor_splits(parts: list, modalities: list, inputs: dict, labels: boo
     return merged, source
 
 
-def _union_split(parts: list, modalities: list, source, local, inputs: dict, labels: bool):
-    """The split of rows ``(source, local)`` of ``parts``: merged when every part is a TensorSplit, else a
+def _union_split(parts: list, modalities: list, inputs: dict, labels: bool):
+    """Every row of ``parts`` once, part after part: merged when every part is a TensorSplit, else a
     :class:`BatchedMixtureSplit` when each offers ``get_batch`` over fixed-shape tensors, else item by item."""
-    import torch
-
     from ..data import TensorSplit
 
     if all(type(p) is TensorSplit for p in parts):
-        merged, source_of = merge_tensor_splits(parts, modalities, inputs, labels)
-        offsets = torch.tensor([0] + [len(p) for p in parts]).cumsum(0)
-        return MergedMixtureSplit(merged, source_of, offsets[source] + local)
+        return MergedMixtureSplit(*merge_tensor_splits(parts, modalities, inputs, labels))
     batched = all(callable(getattr(p, "get_batch", None)) for p in parts) and all(
         _fixed_tensor(s) for s in inputs.values())
-    return (BatchedMixtureSplit if batched else MixtureSplit)(parts, modalities, source, local, inputs, labels)
+    return (BatchedMixtureSplit if batched else MixtureSplit)(parts, modalities, *_whole(parts), inputs, labels)
 
 
 def _whole(parts: list):
@@ -481,11 +475,11 @@ def build_mixture(config: MixtureConfig, context=None):
                                                    "its share rounds to 0); raise its weight or the epoch_size")
     modalities = [list(b.inputs) for b in built]
     parts = [b.train for b in built]
-    splits = {"train": _union_split(parts, modalities, *_whole(parts), inputs, labels)}
+    splits = {"train": _union_split(parts, modalities, inputs, labels)}
     splits["train"].epoch_rows = EpochDraw(tuple(sizes), tuple(counts), config.seed)  # the sampler's epochs
     for name in ("val", "test"):
         parts = [getattr(b, name) for b in built]
-        splits[name] = _union_split(parts, modalities, *_whole(parts), inputs, labels)
+        splits[name] = _union_split(parts, modalities, inputs, labels)
     return DatasetSplits(
         train=splits["train"], val=splits["val"], test=splits["test"],
         inputs=inputs,
