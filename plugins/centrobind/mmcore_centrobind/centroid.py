@@ -68,8 +68,9 @@ def centroid_keys(z: dict, present: dict, weights: dict | None = None, renormali
     others = {m: centroid(source, present, weights, [o for o in z if o != m], renormalize) for m in z}
     if leave_one_out is True:
         return others
-    # both keys, chosen per row on the device (no host sync): each row's value, and its gradient, are exactly what
-    # that row's setting alone computes (the other key gets a zero gradient; empty rows' keys stay finite)
+    # both keys, chosen per row on the device (no host sync): each row's value is exactly what that row's setting
+    # alone computes, and so is its gradient up to the order of the sums (the other key gets a zero gradient; empty
+    # rows' keys stay finite)
     shared = centroid(source, present, weights, list(z), renormalize)
     rows = (present_counts(present) == 2)[:, None]  # [B, 1]: rows with exactly two present modalities
     return {m: torch.where(rows, others[m], shared) for m in z}
