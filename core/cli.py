@@ -33,10 +33,8 @@ def cmd_run(args) -> int:
     """``mmcore run``. Everything is checked before anything is written: the recipe, its components (built and
     probed), the trainer settings, ``--out`` (an existing run is replaced only with ``--overwrite``, only once the
     new run has started) and, for ``--resume``, the changes ``--set`` makes and the checkpoint to continue from."""
-    if args.seeds is not None or args.sweep:
-        return cmd_study(args)
-    if args.seed_key:
-        return _error(f"--seed-key {args.seed_key[0]} gives each run's seed to that key: it needs --seeds")
+    if args.seeds is not None or args.sweep or args.seed_key:
+        return cmd_study(args)  # its plan refuses --seed-key without --seeds
     from .recipe import RecipeError, load_recipe, recipe_to_dict
     from .runs.directory import (RunDirectoryError, check_replaceable, launcher_rank, lock_run_dir, make_run_dir,
                                  refused_resume_changes, restore, set_aside, unlock_run_dir)
