@@ -425,14 +425,20 @@ class BindingModule(L.LightningModule):
             # foreach: one kernel per operation over all tensors, the same numbers as the per-tensor loop that
             # torch picks on the CPU (each group of many small tensors paid ~10 Python-level ops per tensor)
             optimizer = cls(groups, lr=settings.lr, betas=settings.betas, eps=settings.eps, foreach=True)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = settings.warmup_steps
+        warmup, total = settings.warmup_steps, None
 
         def factor(step: int) -> float:
+            nonlocal total
             if step < warmup:
                 return (step + 1) / warmup
-            if settings.schedule == "constant":
+            if settings.schedule == "constant" or step == warmup:
                 return 1.0
+            if total is None:
+                # asked at the first step past the warmup, not here: asking Lightning while it configures the
+                # optimizers builds the training loader before a resumed fit restores its loops, and the loader
+                # then never gets a streaming split's saved position back (Lightning loads it only into a loader
+                # it builds after the restore)
+                total = max(1, int(self.trainer.estimated_stepping_batches))
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
             return 0.5 * (1.0 + float(np.cos(np.pi * progress)))
 
