@@ -243,6 +243,9 @@ def _fit_and_test(recipe: Recipe, run_dir: Path, module, data, trainer: L.Traine
         # Lightning counts log_every_n_steps over optimizer steps across epochs, so an epoch with fewer batches than
         # the interval still logs every n steps: its warning that the epoch will show no logs does not apply
         warnings.filterwarnings("ignore", message=".*is smaller than the logging interval")
+        # a streaming split's loader (DatasetSplits: training_loader) gives each worker its own samples, so
+        # Lightning's warning that an IterableDataset's len() may count duplicates across workers does not apply
+        warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined")
         if ckpt_path is not None:
             # a resumed run writes into its own checkpoints/ again: Lightning's note that the folder is not empty
             # (it names a site-packages line) is expected

@@ -177,12 +177,16 @@ class BindingData(L.LightningDataModule):
 
     def loader(self, dataset, shuffle: bool = False, drop_last: bool = False, train: bool = False) -> DataLoader:
         """A DataLoader in the batch contract over any split (``train``: augmenting preprocessing)."""
+        pin_memory = torch.cuda.is_available()  # lets the non_blocking copy to the GPU overlap compute
+        stream = getattr(dataset, "training_loader", None) if shuffle else None
+        if stream is not None:  # a streaming split orders, splits and resumes itself (DatasetSplits)
+            return stream(batch_size=self.batch_size, collate_fn=self.collate(train), num_workers=self.num_workers,
+                          drop_last=drop_last, seed=self.seed, pin_memory=pin_memory)
         epoch_rows = getattr(dataset, "epoch_rows", None) if shuffle else None
         epoch = len(epoch_rows(0)) if epoch_rows is not None else len(dataset)
         size = min(self.batch_size, epoch)
         sampler = EpochShuffle(epoch, self.seed, epoch_rows) if shuffle else None
-        common = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                      pin_memory=torch.cuda.is_available())  # lets the non_blocking copy to the GPU overlap compute
+        common = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=pin_memory)
         if _batched(dataset) and not self.collators:
             return DataLoader(_Batches(dataset), batch_size=size, sampler=sampler, drop_last=drop_last,
                               collate_fn=_already_collated, **common)
@@ -214,8 +218,10 @@ class BindingData(L.LightningDataModule):
     def train_dataloader(self):
         loader = self.loader(self.splits.train, shuffle=True, drop_last=self.drop_last, train=True)
         # Lightning builds this loader, and its workers draw their first indices, before it restores a resumed
-        # run's progress (and calls set_epoch only after): the sampler starts where the checkpoint stopped.
-        loader.sampler.resume_at(self.resume_position[0], self.resume_position[1] * loader.batch_size)
+        # run's progress (and calls set_epoch only after): the sampler starts where the checkpoint stopped. A
+        # streaming split's own loader is restored by Lightning instead (its state_dict is in the checkpoint).
+        if isinstance(loader.sampler, EpochShuffle):
+            loader.sampler.resume_at(self.resume_position[0], self.resume_position[1] * loader.batch_size)
         return loader
 
     def val_dataloader(self):
