@@ -321,14 +321,16 @@ class DatasetSplits:
                       a resumed run sees the same epochs), which the core shuffles by (seed, epoch) instead of
                       every index once (the ``mixture`` dataset's per-epoch draw).
                       ``train`` may instead offer ``training_loader(*, batch_size, collate_fn, num_workers,
-                      drop_last, seed, pin_memory) -> DataLoader``: a streaming split's own loader, used for
+                      drop_last, seed, pin_memory, epoch) -> DataLoader``: a streaming split's own loader, used for
                       training in place of the core's sampler. It must give each rank and DataLoader worker distinct
-                      samples (it is built after the process group starts), order them by ``seed`` and the epoch,
-                      make every rank's epoch the same number of batches when ``drop_last``, and offer
-                      ``state_dict()`` / ``load_state_dict(state)``: Lightning saves its position in every
-                      checkpoint and restores it on ``--resume``, so a run stopped mid-epoch goes on from the next
-                      batch (the ``shards`` dataset's loader, on litdata, is one). ``len()`` and indexing are still
-                      used for the evaluators' reference set.
+                      samples (it is built after the process group starts), order them by ``seed`` and the epoch
+                      (its first ``iter`` is epoch ``epoch``: 0, or where a resumed fit starts; one epoch per
+                      ``iter``), make every rank's epoch the same number of batches when ``drop_last``, end an epoch
+                      at its ``len()``-th batch (Lightning never exhausts the iterator), and offer ``state_dict()`` /
+                      ``load_state_dict(state)``: Lightning saves its position in every checkpoint and, for a run
+                      stopped mid-epoch, gives it back on ``--resume``, which must go on from the next batch (the
+                      ``shards`` dataset's loader, on litdata, is one). ``len()`` and indexing are still used for
+                      the evaluators' reference set.
     inputs:           modality -> :class:`InputSpec` (an ``int`` means a flat vector of that width)
     observed_pairs:   unordered pairs (frozensets) that co-occur in training samples
     class_names:      optional names, index = label

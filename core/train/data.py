@@ -181,7 +181,7 @@ class BindingData(L.LightningDataModule):
         stream = getattr(dataset, "training_loader", None) if shuffle else None
         if stream is not None:  # a streaming split orders, splits and resumes itself (DatasetSplits)
             return stream(batch_size=self.batch_size, collate_fn=self.collate(train), num_workers=self.num_workers,
-                          drop_last=drop_last, seed=self.seed, pin_memory=pin_memory)
+                          drop_last=drop_last, seed=self.seed, pin_memory=pin_memory, epoch=self.resume_position[0])
         epoch_rows = getattr(dataset, "epoch_rows", None) if shuffle else None
         epoch = len(epoch_rows(0)) if epoch_rows is not None else len(dataset)
         size = min(self.batch_size, epoch)
@@ -219,7 +219,8 @@ class BindingData(L.LightningDataModule):
         loader = self.loader(self.splits.train, shuffle=True, drop_last=self.drop_last, train=True)
         # Lightning builds this loader, and its workers draw their first indices, before it restores a resumed
         # run's progress (and calls set_epoch only after): the sampler starts where the checkpoint stopped. A
-        # streaming split's own loader is restored by Lightning instead (its state_dict is in the checkpoint).
+        # streaming split's own loader starts at the resumed epoch (``epoch=``) and, stopped mid-epoch, is given
+        # its saved position by Lightning (its state_dict is in the checkpoint).
         if isinstance(loader.sampler, EpochShuffle):
             loader.sampler.resume_at(self.resume_position[0], self.resume_position[1] * loader.batch_size)
         return loader

@@ -65,29 +65,42 @@ class ShardSplit(Dataset):
         return {**self.__dict__, "_indexed": None}
 
     def training_loader(self, *, batch_size: int, collate_fn, num_workers: int, drop_last: bool, seed: int,
-                        pin_memory: bool):
+                        pin_memory: bool, epoch: int = 0):
         """The training loader (the ``DatasetSplits.train`` streaming contract): litdata's loader over the shards,
-        shuffled by ``seed`` and the epoch."""
+        shuffled by ``seed`` and the epoch; its first ``iter`` is epoch ``epoch``."""
         dataset = self._dataset(shuffle=True, seed=seed, drop_last=drop_last)
-        return _epoch_loader()(dataset, batch_size=min(batch_size, self.samples), num_workers=num_workers,
-                               collate_fn=collate_fn, drop_last=drop_last, pin_memory=pin_memory)
+        loader = _epoch_loader()(dataset, batch_size=min(batch_size, self.samples), num_workers=num_workers,
+                                 collate_fn=collate_fn, drop_last=drop_last, pin_memory=pin_memory)
+        loader.current_epoch = epoch  # litdata counts epochs done: each iter adds one and shuffles by the sum
+        return loader
 
 
 def _epoch_loader():
-    """litdata's ``StreamingDataLoader``, whose epoch ends at its last batch rather than when asked for one more.
+    """litdata's ``StreamingDataLoader``, whose epochs end at their last batch, as Lightning takes them.
 
-    litdata marks a restored epoch (``load_state_dict``) done only when its iterator is exhausted; Lightning stops
-    asking after ``len(loader)`` batches, so after a mid-epoch resume every later epoch would replay the restored
-    state (seen: the epoch after a resume started over at the restored position). Here the restored state is
-    released as the epoch's last batch is handed out, which is what an exhausted iterator would have done."""
+    Lightning takes ``len(loader)`` batches an epoch and never asks for one more, but litdata counts an epoch done
+    only when its iterator is exhausted: unchanged, a run resumed mid-epoch replayed the restored position in every
+    later epoch, and one resumed from an epoch's end (``last.ckpt``) ran that epoch's order again (both seen, and
+    tested in this plugin). Here the restored position is released as the epoch's last batch is handed out, and a
+    position saved at the end of an epoch is restored as that epoch, done: the next ``iter`` starts the next one.
+    (Lightning gives back the position of a checkpoint saved mid-epoch only; a fit resumed at an epoch's end starts
+    its loader at that epoch through ``training_loader(epoch=)``.)"""
     from litdata import StreamingDataLoader
 
     class EpochLoader(StreamingDataLoader):
+        def _epoch_samples(self) -> int:
+            return len(self) * self.batch_size
+
         def __iter__(self):
-            batches = len(self)
             for batch in super().__iter__():
-                if self.restore and self._num_samples_yielded_streaming >= batches * self.batch_size:
+                if self.restore and self._num_samples_yielded_streaming >= self._epoch_samples():
                     self.restore = False
                 yield batch
+
+        def load_state_dict(self, state: dict) -> None:
+            if state.get("num_samples_yielded", 0) >= self._epoch_samples():
+                self.current_epoch = state["current_epoch"]  # the next __iter__ starts epoch current_epoch + 1
+                return
+            super().load_state_dict(state)
 
     return EpochLoader
