@@ -93,13 +93,14 @@ def test_a_two_process_ddp_run_on_shards_splits_the_epoch_and_evaluates_the_whol
     assert status == 0, err
     run = tmp_path / "run"
     proc = run_cli("run", recipe, "--out", run, "--set", "trainer.devices=2", "--set", "trainer.strategy=ddp",
-                   "--set", "trainer.accelerator=cpu", "--set", "trainer.max_epochs=2", check=True,
+                   "--set", "trainer.accelerator=cpu", "--set", "trainer.max_epochs=2", "--set", "trainer.num_workers=2",
+                   check=True,
                    env_extra=ONE_THREAD)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["samples"] == 128  # both ranks' test halves gathered
     assert metrics["retrieval/image->text/R@1"] > 3 / 128  # trained: chance is 1/128
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert state["global_step"] == 2 * 512 // (2 * 64)  # each rank read half of every epoch, not all of it
+    assert state["global_step"] == 2 * 512 // (2 * 64)  # each rank (2 workers each) read half of every epoch
     assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["num_samples_yielded"] == 256
     assert "IterableDataset" not in proc.stderr  # Lightning's len() warning does not apply to litdata
 
