@@ -3,6 +3,7 @@
     python benchmarks/streaming_throughput.py                              # 50,000 samples x 3 x 256 float32
     python benchmarks/streaming_throughput.py --quick                      # 5,000 samples: a few seconds a reader
     python benchmarks/streaming_throughput.py --samples 200000 --dim 512 --workers 0,2,4
+    python benchmarks/streaming_throughput.py --media 100                  # and raw media: manifest vs shards
     nice -n 10 python benchmarks/streaming_throughput.py                   # on a shared machine
 
 The same generated data (``--samples`` x 3 modalities x ``--dim`` float32; modality ``m0`` present in every sample,
@@ -274,6 +275,48 @@ def step_rate(data: dict, batch: int, steps: int) -> float:
 # --- the run --------------------------------------------------------------------------------------------------
 
 
+def _ids(items: list) -> dict:
+    """A collate for raw media items (decoded images, waveforms, strings): only what ``timed_epoch`` counts."""
+    return {"id": [item["id"] for item in items]}
+
+
+def media_rows(per_class: int, batch: int, workers: list, tmp: Path, repeats: int) -> tuple:
+    """Raw media: the media plugin's demo set (``mmcore media-demo``: PNG scans, spoken words as WAV, captions) read
+    as training items by the ``manifest`` dataset (each file decoded in the loader) and from ``mmcore shard``'s
+    shards of it (stored decoded). Items only: the towers' preprocessing, the same for both, is left out.
+    Returns (rows as in the main table, {reader: bytes on disk}, training samples)."""
+    import mmcore
+    from mmcore.testing import cli
+    from mmcore_shards.plugin import ShardsConfig
+    from torch.utils.data import DataLoader
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "media_imagebind.toml"
+    demo = tmp / "demo"
+    status, _, err = cli("media-demo", demo, "--per-class", str(per_class))
+    if status:
+        raise SystemExit(f"mmcore media-demo failed (needs the media plugin and espeak-ng): {err}")
+    override = f"dataset.path={demo / 'manifest.csv'}"
+    status, _, err = cli("shard", recipe, "--out", tmp / "media-shards", "--set", override)
+    if status:
+        raise SystemExit(f"mmcore shard failed: {err}")
+    registry = mmcore.get_registry()
+    config = mmcore.load_recipe(recipe, [override])[0].dataset.config
+    manifest = registry.build("datasets", "manifest", config, mmcore.DatasetContext(), "dataset")
+    shards = registry.build("datasets", "shards", ShardsConfig(path=str(tmp / "media-shards")),
+                            mmcore.DatasetContext(), "dataset")
+    rows = []
+    for w in workers:
+        loader = DataLoader(manifest.train, batch_size=batch, shuffle=True, num_workers=w, collate_fn=_ids)
+        rows.append(("manifest (media files)", w, [timed_epoch(loader) for _ in range(repeats)], load()))
+        loader = shards.train.training_loader(batch_size=batch, collate_fn=_ids, num_workers=w, drop_last=False,
+                                              seed=0, pin_memory=False)
+        rows.append(("shards of it", w, [timed_epoch(loader) for _ in range(repeats)], load()))
+    files = [p for p in demo.rglob("*") if p.is_file() and p.suffix in (".png", ".wav", ".csv")]
+    sizes = {"manifest (media files)": sum(p.stat().st_size for p in files),
+             "shards of it": dir_bytes(tmp / "media-shards")}
+    return rows, sizes, len(manifest.train) + len(manifest.val) + len(manifest.test)
+
+
 def load() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
@@ -293,6 +336,9 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads of this process while reading (default: torch's, all cores)")
     p.add_argument("--tmp", default=None, help="parent of the temporary directory (default: the system's)")
+    p.add_argument("--media", type=int, default=0, metavar="PER_CLASS",
+                   help="also read the media demo set (PER_CLASS scans per digit, 10 digits) through the manifest "
+                        "dataset and through shards of it (needs the media plugin and espeak-ng; default: not)")
     args = p.parse_args(argv)
     if args.quick:
         args.samples, args.steps = min(args.samples, 5000), 5
@@ -348,6 +394,7 @@ def main(argv=None) -> None:
                 rows.append((reader, w, results, load()))
             for f in sorted(root.rglob("*"), reverse=True):
                 f.unlink() if not f.is_dir() else f.rmdir()  # one reader's files on disk at a time
+        media = media_rows(args.media, args.batch, workers, Path(tmp), args.repeats) if args.media else None
     measure_steps()
     step = max(max(rates) for rates in steps.values())
 
@@ -373,6 +420,20 @@ def main(argv=None) -> None:
     for reader, written, size, files in library:
         print(f"| {reader} | {written:.2f} | {args.samples / written:,.0f} | {size / args.samples:,.0f} | "
               f"{per_sample:,} | {files} | {resume[reader]} |")
+    if media:
+        rows, sizes, samples = media
+        print()
+        print(f"Raw media (`--media {args.media}`: the demo set's {samples} samples, PNG scans, WAV speech, captions; "
+              "items only, no tower preprocessing):")
+        print()
+        print("| reader | workers | samples/s (median) | range | first batch s | samples an epoch | bytes on disk / "
+              "sample |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for reader, w, results, _ in rows:
+            rates = sorted(r["rate"] for r in results)
+            print(f"| {reader} | {w} | {statistics.median(rates):,.0f} | {rates[0]:,.0f}-{rates[-1]:,.0f} | "
+                  f"{statistics.median(r['first'] for r in results):.2f} | {results[0]['samples']:,} | "
+                  f"{sizes[reader] / samples:,.0f} |")
     print(f"\nload at the end: {load()}")
 
 
