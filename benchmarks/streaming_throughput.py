@@ -317,6 +317,14 @@ def media_rows(per_class: int, batch: int, workers: list, tmp: Path, repeats: in
     return rows, sizes, len(manifest.train) + len(manifest.val) + len(manifest.test)
 
 
+def rate_cells(reader: str, workers: int, results: list) -> str:
+    """The first six cells of a table row: reader, workers, median samples/s, range, first batch s, samples."""
+    rates = sorted(r["rate"] for r in results)
+    first = statistics.median(r["first"] for r in results)
+    return (f"| {reader} | {workers} | {statistics.median(rates):,.0f} | {rates[0]:,.0f}-{rates[-1]:,.0f} | "
+            f"{first:.2f} | {results[0]['samples']:,} |")
+
+
 def load() -> str:
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
@@ -403,11 +411,8 @@ def main(argv=None) -> None:
           "load after |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for reader, w, results, when in rows:
-        rates = sorted(r["rate"] for r in results)
-        median = statistics.median(rates)
-        first = statistics.median(r["first"] for r in results)
-        print(f"| {reader} | {w} | {median:,.0f} | {rates[0]:,.0f}-{rates[-1]:,.0f} | {first:.2f} | "
-              f"{results[0]['samples']:,} | {median / step:.1f} | {when} |")
+        median = statistics.median(r["rate"] for r in results)
+        print(f"{rate_cells(reader, w, results)} {median / step:.1f} | {when} |")
     for n, rates in steps.items():
         print(f"| training step, {n} thread{'s' if n > 1 else ''} (before, after) | - | "
               f"{' / '.join(f'{r:,.0f}' for r in rates)} | | | | {max(rates) / step:.1f} | |")
@@ -430,10 +435,7 @@ def main(argv=None) -> None:
               "sample |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for reader, w, results, _ in rows:
-            rates = sorted(r["rate"] for r in results)
-            print(f"| {reader} | {w} | {statistics.median(rates):,.0f} | {rates[0]:,.0f}-{rates[-1]:,.0f} | "
-                  f"{statistics.median(r['first'] for r in results):.2f} | {results[0]['samples']:,} | "
-                  f"{sizes[reader] / samples:,.0f} |")
+            print(f"{rate_cells(reader, w, results)} {sizes[reader] / samples:,.0f} |")
     print(f"\nload at the end: {load()}")
 
 
