@@ -21,6 +21,13 @@ log = logging.getLogger("mmcore.shards")
 INSTALL = "pip install 'mmcore-shards[litdata]'"
 
 
+def _one_of(*choices):
+    def check(instance, attribute, value):
+        if value not in choices:
+            raise ValueError(f"{attribute.name!r} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return check
+
+
 @attrs.frozen
 class ShardsConfig:
     """``path``: the directory ``mmcore shard`` wrote; ``verify``: ``"size"`` (every shard's size, at build) or
@@ -28,8 +35,8 @@ class ShardsConfig:
     error) or ``"skip"`` (left out, named and counted in a warning)."""
 
     path: str
-    verify: str = attrs.field(default="size", validator=attrs.validators.in_(("size", "checksum")))
-    bad_shards: str = attrs.field(default="error", validator=attrs.validators.in_(("error", "skip")))
+    verify: str = attrs.field(default="size", validator=_one_of("size", "checksum"))
+    bad_shards: str = attrs.field(default="error", validator=_one_of("error", "skip"))
 
 
 def checked_splits(config: ShardsConfig) -> tuple:
