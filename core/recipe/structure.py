@@ -102,6 +102,8 @@ def _describe(exc: BaseException, type_: Any) -> tuple[str, str]:
     if isinstance(exc, AttributeError) and "has no attribute 'items'" in str(exc):
         return "", "expected a table"
     message = str(exc)
+    if isinstance(exc, ValueError) and len(exc.args) > 1 and isinstance(exc.args[0], str):
+        message = exc.args[0]  # attrs' in_ validator: (message, attribute, options, value); str() is the tuple
     named = re.match(r"^'(\w+)' (.*)$", message)
     if named:  # attrs validator message: "'field' must be > 0, got -1"
         return named.group(1), named.group(2)
