@@ -297,3 +297,17 @@ def test_without_litdata_validate_and_shard_stop_with_the_install_line(shards, t
     assert status == 2 and "pip install 'mmcore-shards[litdata]'" in err and "Traceback" not in err
     status, _, err = cli("shard", RECIPES / "imagebind.toml", "--out", tmp_path / "new")
     assert status == 2 and "pip install 'mmcore-shards[litdata]'" in err and not (tmp_path / "new").exists()
+
+
+def test_a_mid_epoch_position_restored_with_other_workers_warns_that_the_epoch_is_replanned(shards, caplog):
+    stopped = _loader(shards)
+    _epoch(stopped, 3)
+    state = stopped.state_dict()
+    resumed = _loader(shards, workers=2)
+    with caplog.at_level("WARNING", logger="mmcore.shards"):
+        resumed.load_state_dict(state)
+    assert "num_workers 2 (was 1)" in caplog.text and "may be skipped or read twice" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mmcore.shards"):
+        _loader(shards).load_state_dict(state)  # the same topology: no warning
+    assert "replans" not in caplog.text and "skipped" not in caplog.text
