@@ -2,8 +2,9 @@
 
 Any installed dataset (``features``, ``manifest``, ``mfeat``, ``synthetic``, a ``mixture``...) is built exactly as
 ``mmcore run`` builds it (``--set`` overrides included; the recipe's seed fixes its split), and each split's items are
-written in order into ``DIR/<split>/`` (litdata shards of about ``--shard-bytes`` each), with ``mmcore-shards.json``
-last (:mod:`mmcore_shards.layout`). Train on them with ``[dataset] name = "shards"``, ``path = "DIR"``.
+written into ``DIR/<split>/`` (litdata shards of about ``--shard-bytes`` each; val and test in order, train in a
+random order from the recipe's seed, :func:`mmcore_shards.writer.write_shards`), with ``mmcore-shards.json`` last
+(:mod:`mmcore_shards.layout`). Train on them with ``[dataset] name = "shards"``, ``path = "DIR"``.
 
 ``DIR`` must not exist, or be empty; everything is written into a temporary folder beside it that becomes ``DIR``
 in one rename when done, so a failed or interrupted write leaves nothing. Exit status: 0 written; 2 bad input (a
@@ -29,8 +30,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory (must not exist, or be empty)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, as for `mmcore run` (repeatable)")
-    p.add_argument("--shard-bytes", default="64MB",
-                   help="about how large each shard is (litdata's chunk_bytes: 64MB, 256MB, ...; default 64MB)")
+    p.add_argument("--shard-bytes", default="auto",
+                   help="about how large each shard is (litdata's chunk_bytes: 64MB, 256MB, ...); default auto: "
+                        "about 32 shards a split, each 256KB to 64MB (shards are the unit litdata shuffles)")
     p.set_defaults(func=handle)
 
 
@@ -76,7 +78,7 @@ def handle(args) -> int:
     if out.exists():
         out.rmdir()  # empty (checked above); made again by the rename
     with mmcore.atomic_output(out, directory=True) as tmp:
-        description = write_shards(splits, Path(tmp), args.shard_bytes, source, progress)
+        description = write_shards(splits, Path(tmp), args.shard_bytes, source, progress, seed=recipe.seed)
     progress.close()
     seconds = time.perf_counter() - started
     for name, entry in description["splits"].items():

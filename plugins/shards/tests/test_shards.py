@@ -79,12 +79,17 @@ def test_shard_writes_each_split_with_its_description_and_the_same_items(shards)
                                          mmcore.DatasetContext(recipe.seed, recipe.modalities), "dataset")
     read = build_shards(ShardsConfig(path=str(shards)))
     assert read.inputs == source.inputs and read.observed_pairs == source.observed_pairs
+    stored = {read.train[i]["id"]: i for i in range(len(read.train))}
+    assert sorted(stored) == [int(source.train[i]["id"]) for i in range(512)]
+    assert list(stored) != sorted(stored)  # the training split is written in a random order
     for i in (0, 77, 511):
-        a, b = source.train[i], read.train[i]
-        assert int(a["id"]) == b["id"] and int(a["label"]) == b["label"]
+        a = source.train[i]
+        b = read.train[stored[int(a["id"])]]
+        assert int(a["label"]) == b["label"]
         for m in source.inputs:
             assert torch.equal(torch.as_tensor(a["inputs"][m]), b["inputs"][m]), m
             assert bool(a["present"][m]) == b["present"][m]
+    assert [read.test[i]["id"] for i in range(128)] == [int(source.test[i]["id"]) for i in range(128)]
 
 
 def test_a_two_process_ddp_run_on_shards_splits_the_epoch_and_evaluates_the_whole_test_split(shards, tmp_path):
@@ -311,3 +316,36 @@ def test_a_mid_epoch_position_restored_with_other_workers_warns_that_the_epoch_i
     with caplog.at_level("WARNING", logger="mmcore.shards"):
         _loader(shards).load_state_dict(state)  # the same topology: no warning
     assert "replans" not in caplog.text and "skipped" not in caplog.text
+
+
+def test_a_dataset_stored_class_by_class_still_gives_batches_of_many_classes(tmp_path):
+    """litdata shuffles shards and the samples within them, not across: ``mmcore shard`` writes the training split
+    in a random order (before, mfeat, stored class by class, trained to R@1 0.338 against 0.394 in memory)."""
+    data = tmp_path / "sorted"
+    data.mkdir()
+    labels = np.repeat(np.arange(8), 100)  # 800 rows, class by class
+    rng = np.random.default_rng(0)
+    for m, width in (("image", 6), ("text", 4)):
+        np.save(data / f"{m}.npy", (np.eye(8)[labels] @ rng.normal(size=(8, width))).astype(np.float32))
+    np.save(data / "labels.npy", labels)
+    split = np.zeros(800, dtype=np.int8)
+    split[5::50], split[30::50] = 1, 2  # 16 val and 16 test rows, the rest train, still class by class
+    np.save(data / "split.npy", split)
+    recipe = tmp_path / "features.toml"
+    recipe.write_text(f'extends = "{RECIPES / "imagebind.toml"}"\n[dataset]\nname = "features"\npath = "{data}"\n')
+    out = tmp_path / "shards"
+    status, _, err = cli("shard", recipe, "--out", out, "--shard-bytes", "64MB")  # one shard: only the order
+    # within it can mix classes
+    assert status == 0, err
+    loader = _loader(out)
+    classes = [len(set(b["label"].tolist())) for b in islice(loader, len(loader))]
+    assert min(classes) >= 5, classes  # 64 of 768 rows: nearly every batch holds all 8 classes
+
+
+def test_the_auto_shard_size_gives_a_split_about_32_shards_within_its_bounds():
+    from mmcore_shards.writer import auto_shard_bytes
+
+    stored = [{"tensors": b"x" * 984, "meta": "y"}] * 4  # 1,001 bytes a sample (+16 of litdata's overhead)
+    assert auto_shard_bytes(stored, 64_000) == 64_000 * 1001 // 32
+    assert auto_shard_bytes(stored, 100) == 256_000  # a small split: 256 KB shards
+    assert auto_shard_bytes(stored, 10**9) == 64_000_000  # a large one: 64 MB shards
