@@ -19,6 +19,7 @@ Decoding one sample costs tens of microseconds (``torch.load`` of the same item 
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import torch
@@ -68,7 +69,10 @@ def encode_item(item: dict, media: dict) -> dict:
     for key in ITEM_KEYS:
         if key in item:
             meta[key] = int(item[key])
-    return {"id": meta["id"], "meta": json.dumps(meta), "tensors": save(tensors)}
+    with warnings.catch_warnings():  # safetensors calls the deprecated tensor.storage(); nothing to act on here
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+        data = save(tensors)
+    return {"id": meta["id"], "meta": json.dumps(meta), "tensors": data}
 
 
 def decode_item(stored: dict) -> dict:

@@ -7,12 +7,13 @@ random order from the recipe's seed, :func:`mmcore_shards.writer.write_shards`),
 (:mod:`mmcore_shards.layout`). Train on them with ``[dataset] name = "shards"``, ``path = "DIR"``.
 
 ``DIR`` must not exist, or be empty; everything is written into a temporary folder beside it that becomes ``DIR``
-in one rename when done, so a failed or interrupted write leaves nothing. Exit status: 0 written; 2 bad input (a
-recipe error, an existing ``DIR``, litdata missing), nothing written.
+in one rename when done, so a failed or interrupted write (Ctrl-C, SIGTERM) leaves nothing. Exit status: 0 written;
+2 bad input (a recipe error, an existing ``DIR``, litdata missing), nothing written; 130 / 143 interrupted.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,15 +43,29 @@ def _error(message) -> int:
 
 
 def handle(args) -> int:
+    """Write the shards; SIGTERM and Ctrl-C stop it with nothing written (the temporary folder is removed)."""
+    previous = signal.signal(signal.SIGTERM, _terminated)  # litdata, once imported, would otherwise swallow it
+    try:
+        return _write(args)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        print(f"mmcore: interrupted; nothing written to {args.out}", file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write(args) -> int:
     import mmcore
 
     out = Path(args.out)
+    if out.is_symlink():
+        return _error(f"--out {out} is a symbolic link; name the folder itself")
+    if out.exists() and not out.is_dir():
+        return _error(f"--out {out} exists and is not a folder")
     try:
         mmcore.check_output(out, empty_dir_ok=True)
     except mmcore.OutputExists:
         return _error(f"--out {out} exists and is not empty; choose a new folder")
-    if out.exists() and not out.is_dir():
-        return _error(f"--out {out} exists and is not a folder")
     try:
         recipe, _ = mmcore.load_recipe(args.recipe, args.set)
     except mmcore.RecipeError as exc:
@@ -75,10 +90,17 @@ def handle(args) -> int:
               "seed": recipe.seed}
     started = time.perf_counter()
     progress = _Progress()
-    if out.exists():
-        out.rmdir()  # empty (checked above); made again by the rename
-    with mmcore.atomic_output(out, directory=True) as tmp:
-        description = write_shards(splits, Path(tmp), args.shard_bytes, source, progress, seed=recipe.seed)
+    made_empty = out.exists()
+    try:
+        if made_empty:
+            out.rmdir()  # empty (checked above); made again by the rename
+        with mmcore.atomic_output(out, directory=True) as tmp:
+            description = write_shards(splits, Path(tmp), args.shard_bytes, source, progress, seed=recipe.seed)
+    except BaseException:
+        if made_empty:
+            out.mkdir(exist_ok=True)  # the empty folder the user made, as it was
+        progress.close()
+        raise
     progress.close()
     seconds = time.perf_counter() - started
     for name, entry in description["splits"].items():
@@ -88,6 +110,14 @@ def handle(args) -> int:
     print(f"mmcore: wrote {out} ({total} samples in {seconds:.1f} s); train on it with [dataset] name = \"shards\", "
           f"path = \"{out}\"", file=sys.stderr)
     return 0
+
+
+class _Terminated(Exception):
+    """SIGTERM while writing (raised in the main thread, so the temporary folder is removed on the way out)."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated()
 
 
 class _Progress:

@@ -294,6 +294,12 @@ def test_shard_refuses_a_non_empty_out_and_a_bad_recipe_and_writes_nothing(shard
     status, _, err = cli("shard", RECIPES / "imagebind.toml", "--out", out, "--set", "dataset.train_size=-5")
     assert status == 2 and "dataset" in err and not out.exists() and "Traceback" not in err
     assert not list(tmp_path.glob(".new.tmp-*"))
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "alink").symlink_to(shards)
+    for target, message in (("afile", "exists and is not a folder"), ("alink", "is a symbolic link")):
+        status, _, err = cli("shard", RECIPES / "imagebind.toml", "--out", tmp_path / target)
+        assert status == 2 and message in err, err
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_without_litdata_validate_and_shard_stop_with_the_install_line(shards, tmp_path, monkeypatch):
@@ -349,3 +355,19 @@ def test_the_auto_shard_size_gives_a_split_about_32_shards_within_its_bounds():
     assert auto_shard_bytes(stored, 64_000) == 64_000 * 1001 // 32
     assert auto_shard_bytes(stored, 100) == 256_000  # a small split: 256 KB shards
     assert auto_shard_bytes(stored, 10**9) == 64_000_000  # a large one: 64 MB shards
+
+
+def test_sigterm_while_shard_writes_leaves_nothing(tmp_path):
+    out = tmp_path / "shards"
+    env = dict(os.environ, CI="true", **ONE_THREAD)
+    proc = subprocess.Popen([sys.executable, "-m", "mmcore.cli", "shard", str(RECIPES / "imagebind.toml"), "--out",
+                             str(out), "--set", "dataset.train_size=60000"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".shards.tmp-*")):  # the writing has started
+        assert time.monotonic() < deadline and proc.poll() is None, "no temporary folder in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "interrupted; nothing written" in err, err
+    assert list(tmp_path.iterdir()) == []
