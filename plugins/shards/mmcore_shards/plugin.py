@@ -39,6 +39,11 @@ class ShardsConfig:
     bad_shards: str = attrs.field(default="error", validator=_one_of("error", "skip"))
 
 
+def samples_in(entry: dict, shards) -> int:
+    """How many samples the named ``shards`` of one split's description ``entry`` hold."""
+    return sum(entry["shards"][name]["samples"] for name in shards)
+
+
 def checked_splits(config: ShardsConfig) -> tuple:
     """``(description, {split: set of shards left out})``; raises :class:`mmcore.ConfigError` naming the file."""
     root = Path(config.path)
@@ -49,15 +54,15 @@ def checked_splits(config: ShardsConfig) -> tuple:
     left_out = {}
     for split in SPLITS:
         entry = description["splits"][split]
-        problems = shard_problems(root / split, entry["shards"], config.verify == "checksum")
         if not (root / split / "index.json").is_file():
             raise mmcore.ConfigError("path", f"{root / split / 'index.json'}: missing")
+        problems = shard_problems(root / split, entry["shards"], config.verify == "checksum")
         if problems and config.bad_shards == "error":
             name, reason = next(iter(problems.items()))
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise mmcore.ConfigError("path", f"{root / split / name}: bad shard: {reason}{more}; "
                                              "bad_shards = \"skip\" leaves bad shards out")
-        lost = sum(entry["shards"][name]["samples"] for name in problems)
+        lost = samples_in(entry, problems)
         if lost >= entry["samples"]:
             raise mmcore.ConfigError("path", f"{root / split}: every shard is bad ({len(problems)}); nothing to read")
         for name, reason in problems.items():
@@ -70,14 +75,14 @@ def checked_splits(config: ShardsConfig) -> tuple:
 
 
 def build_shards(config: ShardsConfig, context=None):
-    description, left_out = checked_splits(config)
-    try:
+    try:  # before the shards are checked (with checksums, every shard is read)
         import litdata  # noqa: F401
         import safetensors  # noqa: F401
 
         from .reader import ShardSplit, view_without
     except ImportError as exc:
         raise mmcore.ConfigError("path", f"reading shards needs litdata ({exc}): {INSTALL}") from None
+    description, left_out = checked_splits(config)
     root = Path(config.path)
     inputs = {m: mmcore.InputSpec.from_dict(spec) for m, spec in description["inputs"].items()}
     parts = {}
@@ -87,7 +92,7 @@ def build_shards(config: ShardsConfig, context=None):
         samples = entry["samples"]
         if left_out[split]:
             directory = view_without(directory, left_out[split])
-            samples -= sum(entry["shards"][name]["samples"] for name in left_out[split])
+            samples -= samples_in(entry, left_out[split])
         parts[split] = ShardSplit(directory, samples)
     return mmcore.DatasetSplits(
         train=parts["train"], val=parts["val"], test=parts["test"], inputs=inputs,
