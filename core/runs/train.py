@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from ..recipe import Recipe, dump_toml, recipe_to_dict
 from ..registry import Registry, get_registry
 from ..train.build import assemble
-from ..train.callbacks import DropOrphanBest, InterruptCheckpoint, RandomState, RunProgressBar
+from ..train.callbacks import CpuCudaProbe, DropOrphanBest, InterruptCheckpoint, RandomState, RunProgressBar
 from ..train.data import resume_position
 from ..train.settings import lightning_logs_at
 from .checkpoints import (CheckpointFiles, load_checkpoint, remove_stale_temporaries,
@@ -119,7 +119,7 @@ def make_trainer(recipe: Recipe, run_dir: Path, **overrides) -> L.Trainer:
         last = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1,
                                every_n_epochs=t.checkpoint_every_n_epochs, save_on_train_epoch_end=True,
                                enable_version_counter=False)
-    callbacks = [c for c in (best, last) if c is not None] + [RandomState()]
+    callbacks = [c for c in (best, last) if c is not None] + [RandomState(), CpuCudaProbe()]
     if last is not None:  # interrupted.ckpt when a run stops on SIGTERM/Ctrl-C/error
         callbacks.append(InterruptCheckpoint(folder / "interrupted.ckpt"))
     if best is not None:
