@@ -13,7 +13,8 @@ on the others), a constant learning rate without warm-up, batch 128 with the las
 epoch), 60 epochs, seeds 0, 1, 2, one thread (``OMP_NUM_THREADS=MKL_NUM_THREADS=1`` in every process,
 ``torch.set_num_threads(1)`` in the hand loop). mmcore is configured as a small-study user would: no validation
 (``val_every_n_epochs = 0``), ``checkpoint = "none"``, ``drop_last = false``, the ``retrieval`` evaluator only,
-``log_every_n_steps`` at its default (10) unless ``--log-every``, and no figures (``[logger] figures = false``: the
+``log_every_n_steps`` at its default (10) unless ``--log-every``, ``optimizer.implementation`` at its default
+(``foreach``) unless ``--implementation fused``, and no figures (``[logger] figures = false``: the
 hand loop draws none either).
 
 The hand loop is a script written to a temporary folder and run with this interpreter: plain torch, no mmcore
@@ -125,6 +126,7 @@ lr = {lr}
 weight_decay = {weight_decay}
 schedule = "constant"
 warmup_steps = 0
+implementation = "{implementation}"
 
 [trainer]
 max_epochs = {epochs}
@@ -212,7 +214,8 @@ print(json.dumps([run(seed) for seed in seeds]))
 def recipe_text(args, out_dir: Path) -> str:
     return RECIPE.format(dim=args.dim, out=out_dir.as_posix(), train=args.train_size, hidden=args.hidden,
                          temperature=args.temperature, lr=args.lr, weight_decay=args.weight_decay,
-                         epochs=args.epochs, batch=args.batch, log_every=args.log_every)
+                         epochs=args.epochs, batch=args.batch, log_every=args.log_every,
+                         implementation=args.implementation)
 
 
 def export_data(recipe_path: Path, data_path: Path) -> None:
@@ -510,7 +513,8 @@ def report(args, results: dict, seeds: list, seconds: float, loads: tuple) -> No
             ms_hand, ms_mine = 1000 / rate_hand, 1000 / rate_mine
     print(f"\nsmall study: synthetic, 3 modalities, {args.train_size} train samples, {args.epochs} epochs, batch "
           f"{args.batch}, hidden {args.hidden}, d = {args.dim}, seeds {','.join(map(str, seeds))}, mmcore "
-          f"log_every_n_steps {args.log_every}, hand-loop AdamW {'foreach' if args.hand_foreach else 'default'}")
+          f"log_every_n_steps {args.log_every}, optimizer.implementation {args.implementation}, hand-loop AdamW "
+          f"{'foreach' if args.hand_foreach else 'default'}")
     print(f"machine: {machine_line()}; load average {loads[0]} before, {load()} after; {seconds:.0f} s in all\n")
     print("| measurement | hand | mmcore | ratio (mmcore / hand) | target | met? |")
     print("|---|---|---|---|---|---|")
@@ -547,6 +551,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.07)
     parser.add_argument("--log-every", type=int, default=10, help="mmcore's trainer.log_every_n_steps (default 10, "
                         "mmcore's own default)")
+    parser.add_argument("--implementation", choices=("foreach", "fused"), default="foreach",
+                        help="mmcore's optimizer.implementation (default foreach, mmcore's default)")
     parser.add_argument("--profile", action="store_true", help="also profile one mmcore fit (cProfile)")
     parser.add_argument("--hand-foreach", action="store_true", help="the hand loop's AdamW with foreach=True "
                         "(default: torch's default, the per-tensor loop on the CPU)")
