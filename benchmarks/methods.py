@@ -3,6 +3,7 @@
     python benchmarks/methods.py                          # 3 seeds; writes the methods section of RESULTS.md
     python benchmarks/methods.py --seeds 0-9              # 10 seeds (also: --seeds 10, --seeds 0,1,2,3)
     python benchmarks/methods.py --seeds 0,1,2 --only synthetic --print
+    python benchmarks/methods.py --seeds 10 --jobs 2      # two studies at a time, each in a process of its own
 
 Each setting tests one paper's claim against its baseline on the same data, pairing plan and seeds; the first row
 of a setting (:data:`SETTINGS`) is its baseline:
@@ -10,10 +11,16 @@ of a setting (:data:`SETTINGS`) is its baseline:
   harder classes as well),
 - sparse pairing (EmergentBridge, both variants, vs the fixed anchor: the unpaired pair is what must rise, the
   anchor pairs must stay),
-- mixed target modalities (MAMCL vs plain InfoNCE, one candidate pool per target modality).
+- mixed target modalities (MAMCL vs plain InfoNCE, one candidate pool per target modality),
+- on UCI Multiple Features, each of the six views as the anchor in turn: all views paired (the fixed anchor vs
+  CentroBind), sparse pairing with only anchor-X pairs (the fixed anchor vs EmergentBridge, as the recipe sets it
+  and in its gradient reading at lambda 0.25, the proxy chosen by one rule: :func:`mfeat_proxy`), and a text-paired
+  setting (captions through the pretrained all-MiniLM-L6-v2) scored by zero-shot classification from prompts.
 
 Every row is one study of mmcore (``mmcore run RECIPE --seeds ... --set ...``, :mod:`mmcore.runs.study`, in this
-process): one run per seed in its own run directory, the dataset built once. ``--seeds`` sets the recipe's
+process, or with ``--jobs N`` in N worker processes, a study each at a time): one run per seed in its own run
+directory, the dataset built once. Rows with the same recipe and overrides share one study (CentroBind's
+all-paired runs do not depend on the anchor, and are scored under each anchor's claim). ``--seeds`` sets the recipe's
 ``seed`` (initialisation, batch order) and, through ``--seed-key dataset.seed``, the data's seed (a fresh synthetic
 draw, another mfeat split), so each seed is a new sample of the whole setting; the methods of a setting see the same
 data for the same seed, so their differences are paired by seed. Runs go to a temporary directory.
@@ -21,9 +28,11 @@ data for the same seed, so their differences are paired by seed. Runs go to a te
 Table 1, mean ± std over seeds (sample std) of: Recall@1 on the pairs each claim is about ("claim pairs": the
 non-anchor pairs for the anchor settings, the query against each target modality's own pool for the mixed-target
 task), on the pairs that include the anchor ("anchor pairs"), on the pairs the method aligned directly
-("trained") and on those it never aligned ("emergent"; "-" when it aligns every pair); zero-shot accuracy
-(prototypes of another modality) on both kinds of pairs; kNN accuracy of the claim's modalities (the non-anchor
-ones) and of all; the modality gap (distance between modality means, averaged over pairs). "-": does not apply.
+("trained") and on those it never aligned ("emergent"; "-" when it aligns every pair); prototype accuracy
+(the class prototypes of another modality) on both kinds of pairs; kNN accuracy of the claim's modalities (the
+non-anchor ones) and of all; zero-shot accuracy from the class prompts (the text-paired setting: each view's nearest
+caption, "a handwritten digit seven", averaged over the views never paired with text); the modality gap (distance between modality
+means, averaged over pairs). "-": does not apply.
 
 Table 2, paired by seed: for each method, method - baseline per seed, its mean and 95% t-interval
 (``mean ± t(0.975, n - 1) * sd / sqrt(n)``) on the claim metrics.
@@ -55,10 +64,11 @@ FIXED_IMAGE = ["anchor.name=imagebind", "anchor.anchor=image"]
 class Claim:
     """What a setting's claim is about. ``pairs(q, g)``: the ordered retrieval pairs it claims to lift;
     ``kept(q, g)``: the pairs it must not cost (None: none); ``modality(m)``: the modalities whose kNN accuracy
-    it claims (None: none)."""
+    it claims (None: none); ``prompts(m)``: for a text-paired setting, the modalities whose zero-shot accuracy from
+    the class prompts it reports (None: none)."""
 
-    def __init__(self, pairs, kept=None, modality=None):
-        self.pairs, self.kept, self.modality = pairs, kept, modality
+    def __init__(self, pairs, kept=None, modality=None, prompts=None):
+        self.pairs, self.kept, self.modality, self.prompts = pairs, kept, modality, prompts
 
 
 def without(anchor: str) -> Claim:
@@ -97,18 +107,56 @@ SETTINGS = [
      "centrobind_sparse.toml", ["anchor.leave_one_out=false"], without("image")),
     ("synthetic", "mixed target modalities", "infonce", "mamcl_infonce.toml", [], QUERY_TO_TARGETS),
     ("synthetic", "mixed target modalities", "mamcl", "mamcl.toml", [], QUERY_TO_TARGETS),
-    ("mfeat", "strong anchor (pix), all views paired", "imagebind", "mfeat_imagebind.toml", ["dataset.pairing=[]"],
-     without("pix")),
-    ("mfeat", "strong anchor (pix), all views paired", "centrobind", "mfeat_imagebind.toml",
-     ["dataset.pairing=[]", "anchor.name=centrobind", "anchor.leave_one_out=true"], without("pix")),
-    ("mfeat", "weak anchor (mor), all views paired", "imagebind", "mfeat_weak_anchor.toml", ["dataset.pairing=[]"],
-     without("mor")),
-    ("mfeat", "weak anchor (mor), all views paired", "centrobind", "mfeat_weak_anchor.toml",
-     ["dataset.pairing=[]", "anchor.name=centrobind", "anchor.leave_one_out=true"], without("mor")),
-    ("mfeat", "sparse pairing (pix-X only)", "imagebind", "mfeat_imagebind.toml", [], without("pix")),
-    ("mfeat", "sparse pairing (pix-X only)", "emergentbridge", "mfeat_imagebind.toml",
-     ["anchor.name=emergentbridge", "anchor.anchor=pix", "anchor.proxy=fou"], without("pix")),
 ]
+
+MFEAT_VIEWS = ("pix", "fou", "fac", "kar", "zer", "mor")
+"""The six UCI Multiple Features views, each taken as the anchor in turn."""
+
+
+def mfeat_proxy(anchor: str) -> str:
+    """EmergentBridge's proxy for an mfeat anchor, by one rule rather than per anchor: the strongest other view
+    (fac; pix when fac is the anchor)."""
+    return "pix" if anchor == "fac" else "fac"
+
+
+def mfeat_settings() -> list:
+    """For every view as anchor: all views paired (the fixed anchor against CentroBind, whose runs do not depend
+    on the anchor and are run once for all six), and sparse pairing (only anchor-X pairs: the fixed anchor against
+    EmergentBridge as the recipe sets it and in its gradient reading at lambda 0.25, proxy :func:`mfeat_proxy`);
+    then the text-paired setting (one caption per class, "a handwritten digit seven", through the frozen
+    all-MiniLM-L6-v2, paired with pix only; anchor pix, sparse pairing), scored by zero-shot classification from the
+    captions of the five views never paired with text."""
+    rows = []
+    centrobind = ["dataset.pairing=[]", "anchor.name=centrobind", "anchor.leave_one_out=true"]
+    for anchor in MFEAT_VIEWS:
+        setting = f"all views paired, anchor {anchor}"
+        rows += [("mfeat", setting, "imagebind", "mfeat_imagebind.toml", ["dataset.pairing=[]",
+                                                                         f"anchor.anchor={anchor}"], without(anchor)),
+                 ("mfeat", setting, "centrobind (leave_one_out)", "mfeat_imagebind.toml", centrobind,
+                  without(anchor))]
+    for anchor in MFEAT_VIEWS:
+        pairing = "dataset.pairing=[" + ",".join(f'["{anchor}","{v}"]' for v in MFEAT_VIEWS if v != anchor) + "]"
+        proxy = mfeat_proxy(anchor)
+        bridge = [pairing, "anchor.name=emergentbridge", f"anchor.anchor={anchor}", f"anchor.proxy={proxy}"]
+        setting = f"sparse pairing ({anchor}-X only)"
+        rows += [("mfeat", setting, "imagebind", "mfeat_imagebind.toml", [pairing, f"anchor.anchor={anchor}"],
+                  without(anchor)),
+                 ("mfeat", setting, f"emergentbridge (proxy {proxy})", "mfeat_imagebind.toml", bridge,
+                  without(anchor)),
+                 ("mfeat", setting, f"emergentbridge (proxy {proxy}, gradient, lambda 0.25)", "mfeat_imagebind.toml",
+                  [*bridge, 'anchor.projection="gradient"', "anchor.lambda=0.25"], without(anchor))]
+    setting = "text-paired, sparse (pix-X only, pix-text captions)"
+    claim = Claim(without("pix").pairs, without("pix").kept, without("pix").modality,
+                  prompts=lambda m: m not in ("pix", "text"))
+    rows += [("mfeat", setting, "imagebind", "mfeat_text_zero_shot.toml", [], claim),
+             ("mfeat", setting, "centrobind (auto)", "mfeat_text_zero_shot.toml", ["anchor.name=centrobind"], claim),
+             ("mfeat", setting, "emergentbridge (proxy fac, gradient, lambda 0.25)", "mfeat_text_zero_shot.toml",
+              ["anchor.name=emergentbridge", "anchor.anchor=pix", "anchor.proxy=fac", 'anchor.projection="gradient"',
+               "anchor.lambda=0.25"], claim)]
+    return rows
+
+
+SETTINGS += mfeat_settings()
 
 COLUMNS = [
     ("R@1 claim pairs", "claim/R@1"),
@@ -119,11 +167,13 @@ COLUMNS = [
     ("prototypes emergent", "prototypes/emergent/acc"),
     ("kNN claim modalities", "knn/claim/acc"),
     ("kNN", "knn/mean/acc"),
+    ("zero-shot from prompts, views never paired with text", "prompts/claim/acc"),
     ("gap", "modality_gap/all/gap"),
 ]
 
 PAIRED = [("R@1 claim pairs", "claim/R@1"), ("R@1 anchor pairs", "kept/R@1"),
-          ("kNN claim modalities", "knn/claim/acc"), ("kNN", "knn/mean/acc")]
+          ("kNN claim modalities", "knn/claim/acc"), ("kNN", "knn/mean/acc"),
+          ("zero-shot from prompts", "prompts/claim/acc")]
 """The columns of the paired-difference table (method - baseline, per seed)."""
 
 LARGE = ["dataset.train_size=100000", "dataset.test_size=10000", "trainer.batch_size=4096", "embed_dim=256"]
@@ -203,18 +253,25 @@ def claim_metrics(metrics: dict, claim: Claim) -> dict:
            and claim.modality is not None and claim.modality(key.split("/")[1])]
     if knn:
         out["knn/claim/acc"] = statistics.fmean(knn)
+    # zero-shot from the class prompts: each view's nearest class prototype of the text modality, which with one
+    # caption per class ("a handwritten digit seven") is that caption's embedding
+    prompts = [value for key, value in metrics.items() if key.startswith("prototypes/") and key.endswith("->text/acc")
+               and claim.prompts is not None and claim.prompts(key.split("/")[1].split("->")[0])]
+    if prompts:
+        out["prompts/claim/acc"] = statistics.fmean(prompts)
     return out
 
 
-def run_setting(recipe: str, overrides: list, seeds: list, out: Path, claim: Claim) -> dict:
+def run_study(recipe: str, overrides: list, seeds: list, out: Path) -> dict:
     """One study (``mmcore run RECIPE --seeds ... --set ...`` in this process) -> ``{seed: metrics}`` of its
-    finished runs, from each run directory's metrics.json as the study's summary.json lists them. Raises
-    RuntimeError (with the study's messages) when it does not finish."""
+    finished runs, from each run directory's metrics.json as the study's summary.json lists them. The evaluators
+    are :data:`EVALUATORS` unless ``overrides`` set others. Raises RuntimeError (with the study's messages) when it
+    does not finish."""
     from mmcore.cli import main
 
     args = ["run", str(ROOT / "recipes" / recipe), "--seeds", ",".join(map(str, seeds)), "--seed-key", "dataset.seed",
             "--all-metrics", "--out", str(out)]
-    for item in [*overrides, EVALUATORS, "trainer.accelerator=auto"]:
+    for item in [EVALUATORS, *overrides, "trainer.accelerator=auto"]:
         args += ["--set", item]
     log = io.StringIO()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
@@ -224,8 +281,50 @@ def run_setting(recipe: str, overrides: list, seeds: list, out: Path, claim: Cla
         start = text.find("mmcore: error")
         raise RuntimeError(f"exit status {status}: {text[start:][:2000] if start >= 0 else text[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    return {run["seed"]: claim_metrics(json.loads((out / run["dir"] / "metrics.json").read_text()), claim)
+    return {run["seed"]: json.loads((out / run["dir"] / "metrics.json").read_text())
             for run in summary["runs"] if run["status"] == "finished"}
+
+
+def run_setting(recipe: str, overrides: list, seeds: list, out: Path, claim: Claim) -> dict:
+    """:func:`run_study` with the claim's averages added to each run's metrics (:func:`claim_metrics`)."""
+    return {seed: claim_metrics(metrics, claim) for seed, metrics in run_study(recipe, overrides, seeds, out).items()}
+
+
+def _worker(threads: int) -> None:
+    """A ``--jobs`` worker process: no progress bars, ``threads`` torch threads."""
+    os.environ.setdefault("CI", "true")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _timed_study(recipe: str, overrides: list, seeds: list, out: Path) -> tuple:
+    start = time.time()
+    return run_study(recipe, overrides, seeds, out), time.time() - start
+
+
+def run_studies(studies: list, seeds: list, folder: Path, jobs: int, threads: int):
+    """Yield ``(index, runs or the exception, seconds)`` for each ``(recipe, overrides)`` of ``studies`` as it
+    finishes: in this process one after another, or in ``jobs`` worker processes (spawned) at once."""
+    if jobs <= 1:
+        for index, (recipe, overrides) in enumerate(studies):
+            try:
+                yield (index, *_timed_study(recipe, list(overrides), seeds, folder / f"study-{index}"))
+            except Exception as exc:  # noqa: BLE001 - a missing dataset must not lose the other rows
+                yield index, exc, 0.0
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_timed_study, recipe, list(overrides), seeds, folder / f"study-{index}"): index
+                   for index, (recipe, overrides) in enumerate(studies)}
+        for future in as_completed(futures):
+            try:
+                yield (futures[future], *future.result())
+            except Exception as exc:  # noqa: BLE001
+                yield futures[future], exc, 0.0
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -287,6 +386,11 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}, torch {torch.__version__}"
 
 
+def _key(row) -> tuple:
+    """A setting row without its claim (hashable)."""
+    return row[0], row[1], row[2], row[3], tuple(row[4])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2",
@@ -297,6 +401,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: the models are tiny, and on a shared CPU more threads "
                              "oversubscribe and make each run slower)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="studies run at once, each in a worker process of its own (default 1: one after another "
+                             "in this process); e.g. the number of cores with --threads 1")
     args = parser.parse_args(argv)
     try:
         seeds = parse_seeds(args.seeds)
@@ -308,27 +415,31 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     results, started = {}, time.time()
+    rows = [row for row in SETTINGS if not args.only or row[0] == args.only]
+    extra = {row: LARGE if args.large and row[0] == "synthetic" else [] for row in map(_key, rows)}
+    # rows with the same recipe and overrides (CentroBind's all-paired runs under each anchor's claim) share a study
+    studies = list(dict.fromkeys((row[3], (*row[4], *extra[_key(row)])) for row in rows))
+    raw = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for index, (dataset, setting, method, recipe, overrides, claim) in enumerate(SETTINGS):
-            if args.only and dataset != args.only:
+        for index, runs, seconds in run_studies(studies, seeds, Path(tmp), args.jobs, args.threads):
+            recipe, overrides = studies[index]
+            if isinstance(runs, Exception):
+                print(f"{recipe} {' '.join(overrides)}: skipped: {runs}", file=sys.stderr, flush=True)
                 continue
-            t0 = time.time()
-            extra = LARGE if args.large and dataset == "synthetic" else []
-            try:
-                runs = run_setting(recipe, [*overrides, *extra], seeds, Path(tmp) / f"setting-{index}", claim)
-            except Exception as exc:  # noqa: BLE001 - a missing dataset must not lose the other rows
-                print(f"{dataset} / {setting} / {method}: skipped: {exc}", file=sys.stderr)
-                continue
-            results[(dataset, setting, method)] = runs
-            claimed = [r["claim/R@1"] for r in runs.values() if "claim/R@1" in r]
-            print(f"{dataset} / {setting} / {method}: R@1 claim pairs {cell(claimed)} ({len(runs)} seeds, "
-                  f"{time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+            raw[studies[index]] = runs
+            print(f"[{len(raw)}/{len(studies)}] {recipe} {' '.join(overrides)}: {len(runs)} seeds, {seconds:.0f} s",
+                  file=sys.stderr, flush=True)
+    for row in rows:
+        dataset, setting, method, recipe, overrides, claim = row
+        runs = raw.get((recipe, (*overrides, *extra[_key(row)])))
+        if runs is not None:
+            results[(dataset, setting, method)] = {seed: claim_metrics(m, claim) for seed, m in runs.items()}
     minutes = (time.time() - started) / 60
     command = ("python benchmarks/methods.py" + (f" --seeds {args.seeds}" if seeds != [0, 1, 2] else "")
                + (f" --only {args.only}" if args.only else "") + (" --large" if args.large else ""))
     body = [START, "## Methods (synthetic data and UCI Multiple Features)", "",
             f"Regenerate: `{command}` ({len(seeds)} seeds: {','.join(map(str, seeds))}; {minutes:.1f} min on "
-            f"{machine()}, {args.threads} torch thread(s)). Each row is one "
+            f"{machine()}, {args.jobs} job(s) of {args.threads} torch thread(s)). Each row is one "
             "`mmcore run RECIPE --seeds ... --seed-key dataset.seed` study: a seed sets the model's seed "
             "(initialisation, batch order) and the data's (`dataset.seed`).",
             "Each setting compares methods with its baseline (its first row) on the same data, pairing and seeds. "

@@ -75,3 +75,32 @@ def test_a_setting_runs_as_one_study_and_reads_each_seed_back(methods, tmp_path)
     # a study that fails (a bad override) is reported with mmcore's message, not as missing files
     with pytest.raises(RuntimeError, match="optimizer.lrr"):
         methods.run_setting("imagebind.toml", [*tiny, "optimizer.lrr=1"], [0], tmp_path / "bad", methods.without("image"))
+
+
+def test_every_mfeat_view_is_the_anchor_in_turn_and_centrobind_is_one_study(methods):
+    """Issue 18's mfeat rows: for each of the six views, all views paired (fixed anchor, CentroBind) and sparse
+    pairing with only anchor-X pairs (fixed anchor, EmergentBridge in both readings, the proxy by one rule); one
+    text-paired setting scored by zero-shot from prompts. CentroBind's all-paired rows are the same study (its runs
+    do not depend on the anchor), each scored under its anchor's claim."""
+    rows = [row for row in methods.SETTINGS if row[0] == "mfeat"]
+    for view in methods.MFEAT_VIEWS:
+        paired = [row for row in rows if row[1] == f"all views paired, anchor {view}"]
+        assert [row[2] for row in paired] == ["imagebind", "centrobind (leave_one_out)"]
+        assert f"anchor.anchor={view}" in paired[0][4]
+        sparse = [row for row in rows if row[1] == f"sparse pairing ({view}-X only)"]
+        assert [row[2].split(" (")[0] for row in sparse] == ["imagebind", "emergentbridge", "emergentbridge"]
+        pairing = next(item for item in sparse[0][4] if item.startswith("dataset.pairing="))
+        assert pairing.count("[") == 6 and pairing.count(f'"{view}"') == 5  # view-X for the five others
+        proxy = methods.mfeat_proxy(view)
+        assert proxy != view and f"anchor.proxy={proxy}" in sparse[1][4] and 'anchor.projection="gradient"' in sparse[2][4]
+        assert methods.without(view).pairs("fou" if view != "fou" else "fac", "kar" if view != "kar" else "zer")
+        assert not methods.without(view).pairs(view, "pix" if view != "pix" else "fou")
+    studies = {(row[3], tuple(row[4])) for row in rows if row[2] == "centrobind (leave_one_out)"}
+    assert len(studies) == 1
+    text = [row for row in rows if row[3] == "mfeat_text_zero_shot.toml"]
+    assert len(text) == 3
+    # zero-shot from prompts: the views never paired with text, each classified by its nearest caption prototype
+    metrics = {"prototypes/fou->text/acc": 0.5, "prototypes/mor->text/acc": 0.3, "prototypes/pix->text/acc": 0.9,
+               "prototypes/text->fou/acc": 0.7}
+    assert methods.claim_metrics(metrics, text[0][5])["prompts/claim/acc"] == pytest.approx(0.4)
+    assert "prompts/claim/acc" not in methods.claim_metrics(metrics, methods.without("pix"))
