@@ -72,6 +72,7 @@ def _write(args) -> int:
         return _error(exc)
     try:
         import litdata  # noqa: F401
+        import litdata.streaming.writer  # noqa: F401  (imported here, before anything is written)
         import safetensors  # noqa: F401
     except ImportError as exc:
         return _error(f"writing shards needs litdata ({exc}): pip install 'mmcore-shards[litdata]'")
@@ -112,8 +113,10 @@ def _write(args) -> int:
     return 0
 
 
-class _Terminated(Exception):
-    """SIGTERM while writing (raised in the main thread, so the temporary folder is removed on the way out)."""
+class _Terminated(BaseException):
+    """SIGTERM while writing (raised in the main thread, so the temporary folder is removed on the way out). A
+    BaseException, as KeyboardInterrupt is: libraries' ``except Exception`` (an optional import that "failed")
+    would otherwise swallow it and the write would go on."""
 
 
 def _terminated(signum, frame):
