@@ -95,8 +95,8 @@ SETTINGS = [
      "centrobind_strong_anchor.toml", [], without("image")),
     ("synthetic", "sparse pairing (image-text, image-audio)", "imagebind", "emergentbridge.toml", FIXED_IMAGE,
      without("image")),
-    ("synthetic", "sparse pairing (image-text, image-audio)", "emergentbridge", "emergentbridge.toml", [],
-     without("image")),
+    ("synthetic", "sparse pairing (image-text, image-audio)", "emergentbridge (loss, lambda 0.1)",
+     "emergentbridge.toml", ['anchor.projection="loss"', "anchor.lambda=0.1"], without("image")),
     ("synthetic", "sparse pairing (image-text, image-audio)", "emergentbridge (gradient, lambda 0.25)",
      "emergentbridge.toml", ['anchor.projection="gradient"', "anchor.lambda=0.25"], without("image")),
     ("synthetic", "sparse pairing, centroids (centrobind_sparse.toml)", "imagebind", "centrobind_sparse.toml",
@@ -141,8 +141,8 @@ def mfeat_settings() -> list:
         setting = f"sparse pairing ({anchor}-X only)"
         rows += [("mfeat", setting, "imagebind", "mfeat_imagebind.toml", [pairing, f"anchor.anchor={anchor}"],
                   without(anchor)),
-                 ("mfeat", setting, f"emergentbridge (proxy {proxy})", "mfeat_imagebind.toml", bridge,
-                  without(anchor)),
+                 ("mfeat", setting, f"emergentbridge (proxy {proxy}, loss, lambda 0.1)", "mfeat_imagebind.toml",
+                  [*bridge, 'anchor.projection="loss"', "anchor.lambda=0.1"], without(anchor)),
                  ("mfeat", setting, f"emergentbridge (proxy {proxy}, gradient, lambda 0.25)", "mfeat_imagebind.toml",
                   [*bridge, 'anchor.projection="gradient"', "anchor.lambda=0.25"], without(anchor))]
     setting = "text-paired, sparse (pix-X only, pix-text captions)"

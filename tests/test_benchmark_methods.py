@@ -92,7 +92,8 @@ def test_every_mfeat_view_is_the_anchor_in_turn_and_centrobind_is_one_study(meth
         pairing = next(item for item in sparse[0][4] if item.startswith("dataset.pairing="))
         assert pairing.count("[") == 6 and pairing.count(f'"{view}"') == 5  # view-X for the five others
         proxy = methods.mfeat_proxy(view)
-        assert proxy != view and f"anchor.proxy={proxy}" in sparse[1][4] and 'anchor.projection="gradient"' in sparse[2][4]
+        assert proxy != view and f"anchor.proxy={proxy}" in sparse[1][4]
+        assert 'anchor.projection="loss"' in sparse[1][4] and 'anchor.projection="gradient"' in sparse[2][4]
         assert methods.without(view).pairs("fou" if view != "fou" else "fac", "kar" if view != "kar" else "zer")
         assert not methods.without(view).pairs(view, "pix" if view != "pix" else "fou")
     studies = {(row[3], tuple(row[4])) for row in rows if row[2] == "centrobind (leave_one_out)"}
