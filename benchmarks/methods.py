@@ -13,9 +13,10 @@ of a setting (:data:`SETTINGS`) is its baseline:
   anchor pairs must stay),
 - mixed target modalities (MAMCL vs plain InfoNCE, one candidate pool per target modality),
 - on UCI Multiple Features, each of the six views as the anchor in turn: all views paired (the fixed anchor vs
-  CentroBind), sparse pairing with only anchor-X pairs (the fixed anchor vs EmergentBridge, as the recipe sets it
-  and in its gradient reading at lambda 0.25, the proxy chosen by one rule: :func:`mfeat_proxy`), and a text-paired
-  setting (captions through the pretrained all-MiniLM-L6-v2) scored by zero-shot classification from prompts.
+  CentroBind), sparse pairing with only anchor-X pairs (the fixed anchor vs EmergentBridge, the loss variant at
+  lambda 0.1 and the gradient variant at lambda 0.25, the proxy chosen by one rule: :func:`mfeat_proxy`), and a
+  text-paired setting (captions through the pretrained all-MiniLM-L6-v2) scored by zero-shot classification from
+  prompts.
 
 Every row is one study of mmcore (``mmcore run RECIPE --seeds ... --set ...``, :mod:`mmcore.runs.study`, in this
 process, or with ``--jobs N`` in N worker processes, a study each at a time): one run per seed in its own run
@@ -30,9 +31,9 @@ non-anchor pairs for the anchor settings, the query against each target modality
 task), on the pairs that include the anchor ("anchor pairs"), on the pairs the method aligned directly
 ("trained") and on those it never aligned ("emergent"; "-" when it aligns every pair); prototype accuracy
 (the class prototypes of another modality) on both kinds of pairs; kNN accuracy of the claim's modalities (the
-non-anchor ones) and of all; zero-shot accuracy from the class prompts (the text-paired setting: each view's nearest
-caption, "a handwritten digit seven", averaged over the views never paired with text); the modality gap (distance between modality
-means, averaged over pairs). "-": does not apply.
+non-anchor ones) and of all; zero-shot accuracy from the class prompts (the text-paired setting: each view's
+nearest caption, "a handwritten digit seven", averaged over the views never paired with text); the modality gap
+(distance between modality means, averaged over pairs). "-": does not apply.
 
 Table 2, paired by seed: for each method, method - baseline per seed, its mean and 95% t-interval
 (``mean ± t(0.975, n - 1) * sd / sqrt(n)``) on the claim metrics.
@@ -71,10 +72,10 @@ class Claim:
         self.pairs, self.kept, self.modality, self.prompts = pairs, kept, modality, prompts
 
 
-def without(anchor: str) -> Claim:
+def without(anchor: str, prompts=None) -> Claim:
     """The anchor settings: the pairs without ``anchor`` (what a fixed anchor never trains directly) must rise,
-    the pairs with it must stay; kNN of the non-anchor modalities."""
-    return Claim(lambda q, g: anchor not in (q, g), lambda q, g: anchor in (q, g), lambda m: m != anchor)
+    the pairs with it must stay; kNN of the non-anchor modalities; ``prompts`` as :class:`Claim`'s."""
+    return Claim(lambda q, g: anchor not in (q, g), lambda q, g: anchor in (q, g), lambda m: m != anchor, prompts)
 
 
 QUERY_TO_TARGETS = Claim(lambda q, g: q == "query")
@@ -122,7 +123,8 @@ def mfeat_proxy(anchor: str) -> str:
 def mfeat_settings() -> list:
     """For every view as anchor: all views paired (the fixed anchor against CentroBind, whose runs do not depend
     on the anchor and are run once for all six), and sparse pairing (only anchor-X pairs: the fixed anchor against
-    EmergentBridge as the recipe sets it and in its gradient reading at lambda 0.25, proxy :func:`mfeat_proxy`);
+    EmergentBridge, the loss variant at lambda 0.1 and the gradient variant at lambda 0.25, proxy
+    :func:`mfeat_proxy`);
     then the text-paired setting (one caption per class, "a handwritten digit seven", through the frozen
     all-MiniLM-L6-v2, paired with pix only; anchor pix, sparse pairing), scored by zero-shot classification from the
     captions of the five views never paired with text."""
@@ -146,8 +148,7 @@ def mfeat_settings() -> list:
                  ("mfeat", setting, f"emergentbridge (proxy {proxy}, gradient, lambda 0.25)", "mfeat_imagebind.toml",
                   [*bridge, 'anchor.projection="gradient"', "anchor.lambda=0.25"], without(anchor))]
     setting = "text-paired, sparse (pix-X only, pix-text captions)"
-    claim = Claim(without("pix").pairs, without("pix").kept, without("pix").modality,
-                  prompts=lambda m: m not in ("pix", "text"))
+    claim = without("pix", prompts=lambda m: m not in ("pix", "text"))
     rows += [("mfeat", setting, "imagebind", "mfeat_text_zero_shot.toml", [], claim),
              ("mfeat", setting, "centrobind (auto)", "mfeat_text_zero_shot.toml", ["anchor.name=centrobind"], claim),
              ("mfeat", setting, "emergentbridge (proxy fac, gradient, lambda 0.25)", "mfeat_text_zero_shot.toml",
@@ -299,32 +300,32 @@ def _worker(threads: int) -> None:
 
 
 def _timed_study(recipe: str, overrides: list, seeds: list, out: Path) -> tuple:
+    """``(runs, seconds)`` of :func:`run_study`, or ``(the exception, seconds)`` if it failed."""
     start = time.time()
-    return run_study(recipe, overrides, seeds, out), time.time() - start
+    try:
+        runs = run_study(recipe, overrides, seeds, out)
+    except Exception as exc:  # noqa: BLE001 - a missing dataset must not lose the other rows
+        runs = exc
+    return runs, time.time() - start
 
 
 def run_studies(studies: list, seeds: list, folder: Path, jobs: int, threads: int):
     """Yield ``(index, runs or the exception, seconds)`` for each ``(recipe, overrides)`` of ``studies`` as it
     finishes: in this process one after another, or in ``jobs`` worker processes (spawned) at once."""
+    calls = [(recipe, list(overrides), seeds, folder / f"study-{index}") for index, (recipe, overrides)
+             in enumerate(studies)]
     if jobs <= 1:
-        for index, (recipe, overrides) in enumerate(studies):
-            try:
-                yield (index, *_timed_study(recipe, list(overrides), seeds, folder / f"study-{index}"))
-            except Exception as exc:  # noqa: BLE001 - a missing dataset must not lose the other rows
-                yield index, exc, 0.0
+        for index, call in enumerate(calls):
+            yield (index, *_timed_study(*call))
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker,
                              initargs=(threads,)) as pool:
-        futures = {pool.submit(_timed_study, recipe, list(overrides), seeds, folder / f"study-{index}"): index
-                   for index, (recipe, overrides) in enumerate(studies)}
+        futures = {pool.submit(_timed_study, *call): index for index, call in enumerate(calls)}
         for future in as_completed(futures):
-            try:
-                yield (futures[future], *future.result())
-            except Exception as exc:  # noqa: BLE001
-                yield futures[future], exc, 0.0
+            yield (futures[future], *future.result())
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -386,11 +387,6 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}, torch {torch.__version__}"
 
 
-def _key(row) -> tuple:
-    """A setting row without its claim (hashable)."""
-    return row[0], row[1], row[2], row[3], tuple(row[4])
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2",
@@ -415,10 +411,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     results, started = {}, time.time()
-    rows = [row for row in SETTINGS if not args.only or row[0] == args.only]
-    extra = {row: LARGE if args.large and row[0] == "synthetic" else [] for row in map(_key, rows)}
-    # rows with the same recipe and overrides (CentroBind's all-paired runs under each anchor's claim) share a study
-    studies = list(dict.fromkeys((row[3], (*row[4], *extra[_key(row)])) for row in rows))
+    # each row's study, (recipe, overrides); rows with the same one (CentroBind's all-paired runs under each anchor's
+    # claim) share it
+    keyed = [(row, (row[3], (*row[4], *(LARGE if args.large and row[0] == "synthetic" else []))))
+             for row in SETTINGS if not args.only or row[0] == args.only]
+    studies = list(dict.fromkeys(study for _, study in keyed))
     raw = {}
     with tempfile.TemporaryDirectory() as tmp:
         for index, runs, seconds in run_studies(studies, seeds, Path(tmp), args.jobs, args.threads):
@@ -429,9 +426,8 @@ def main(argv=None) -> int:
             raw[studies[index]] = runs
             print(f"[{len(raw)}/{len(studies)}] {recipe} {' '.join(overrides)}: {len(runs)} seeds, {seconds:.0f} s",
                   file=sys.stderr, flush=True)
-    for row in rows:
-        dataset, setting, method, recipe, overrides, claim = row
-        runs = raw.get((recipe, (*overrides, *extra[_key(row)])))
+    for (dataset, setting, method, _, _, claim), study in keyed:
+        runs = raw.get(study)
         if runs is not None:
             results[(dataset, setting, method)] = {seed: claim_metrics(m, claim) for seed, m in runs.items()}
     minutes = (time.time() - started) / 60

@@ -47,9 +47,10 @@ def tiny_recipe(**changes) -> dict:
     return _merge(copy.deepcopy(TINY), changes)
 
 
-def run_recipe(raw: dict, out: str | Path) -> dict:
+def run_recipe(raw: dict, out: str | Path, callbacks: tuple = ()) -> dict:
     """Validate, train and evaluate a raw recipe dict into the fresh directory ``out``; returns the test metrics.
-    Raises :class:`mmcore.RecipeError` for an invalid recipe, as ``mmcore run`` would report it."""
+    Raises :class:`mmcore.RecipeError` for an invalid recipe, as ``mmcore run`` would report it. ``callbacks``:
+    Lightning callbacks added to the run's own (to watch the training from a test)."""
     from .recipe import structure_recipe
     from .registry import get_registry
     from .runs.directory import make_run_dir
@@ -60,7 +61,7 @@ def run_recipe(raw: dict, out: str | Path) -> dict:
     recipe = structure_recipe(raw, registry, "<test recipe>")
     built = assemble(recipe, registry)
     run_dir = make_run_dir(recipe, out)
-    return train(recipe, [], run_dir, registry, module_data=built)
+    return train(recipe, [], run_dir, registry, module_data=built, callbacks=tuple(callbacks))
 
 
 def interpret_triton() -> None:

@@ -78,25 +78,12 @@ class _Seen(L.Callback):
         self.optimizer = trainer.optimizers[0]
 
 
-def _run(tmp_path, recipe, seen):
-    from mmcore.recipe import structure_recipe
-    from mmcore.registry import get_registry
-    from mmcore.runs.directory import make_run_dir
-    from mmcore.runs.train import train
-    from mmcore.train.build import assemble
-
-    registry = get_registry()
-    structured = structure_recipe(recipe, registry, "<test recipe>")
-    run_dir = make_run_dir(structured, tmp_path / "run")
-    return train(structured, [], run_dir, registry, module_data=assemble(structured, registry), callbacks=(seen,))
-
-
 def test_a_cpu_run_trains_without_the_nvml_probe_and_gives_it_back(tmp_path):
     """Lightning's import sets the NVML-based CUDA check; a CPU run trains without it (torch then caches its CUDA
     answer rather than loading NVML at every optimizer step) and sets it back when training ends."""
     assert os.environ.get(NVML_CHECK) == "1"  # set by importing Lightning
     seen = _Seen()
-    _run(tmp_path, tiny_recipe(), seen)
+    run_recipe(tiny_recipe(), tmp_path / "run", callbacks=(seen,))
     assert seen.during == {None}
     assert os.environ.get(NVML_CHECK) == "1"
 
@@ -105,10 +92,10 @@ def test_the_fused_optimizer_is_the_recipes_choice_and_trains_like_foreach(tmp_p
     """``optimizer.implementation = "fused"`` gives torch's fused AdamW; it trains to the default's metrics up to
     float rounding (a different kernel, the same update)."""
     seen = _Seen()
-    fused = _run(tmp_path / "fused", tiny_recipe(optimizer={"implementation": "fused"}), seen)
+    fused = run_recipe(tiny_recipe(optimizer={"implementation": "fused"}), tmp_path / "fused", callbacks=(seen,))
     assert seen.optimizer.defaults["fused"] is True and not seen.optimizer.defaults["foreach"]
     seen_default = _Seen()
-    default = _run(tmp_path / "foreach", tiny_recipe(), seen_default)
+    default = run_recipe(tiny_recipe(), tmp_path / "foreach", callbacks=(seen_default,))
     assert seen_default.optimizer.defaults["foreach"] is True and not seen_default.optimizer.defaults["fused"]
     assert fused["retrieval/trained/R@1"] == pytest.approx(default["retrieval/trained/R@1"], abs=0.05)
     assert fused["retrieval/trained/R@1"] > 5 / fused["samples"]  # it learns: 5x chance

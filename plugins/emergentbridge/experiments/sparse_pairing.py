@@ -15,8 +15,9 @@ Usage (from the repository root; the commands behind the README's tables are in 
         --variant "" --variant "lambda=0.5" --variant 'projection="gradient",lambda=0.25' [--set trainer.max_epochs=4]
 
 Each ``--variant`` is a comma-separated list of ``anchor.*`` settings for one EmergentBridge configuration, applied
-on top of :data:`BASE` (``""``: the loss variant at lambda 0.1, sigma 0.1, the recipe until 2026-12-07). Runs are in-process and single-threaded (``--threads``): these models are tiny, and several
-threads on a shared CPU make each run several times slower.
+on top of :data:`BASE` (``""``: the loss variant at lambda 0.1, sigma 0.1, the recipe until 2026-12-07). Runs are
+in-process and single-threaded (``--threads``): these models are tiny, and several threads on a shared CPU make each
+run several times slower.
 """
 
 import argparse
